@@ -54,6 +54,7 @@ class DataParams(_Frozen):
     source: str = "sms_spam"
     text_col: str = "text"
     label_col: str = "label"
+    labels: tuple[str, ...] = ()
     max_rows: int = Field(0, ge=0)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
