@@ -97,6 +97,8 @@ class TrainParams(_Frozen):
     tiny_heads: int = Field(2, ge=1)
     tiny_intermediate: int = Field(128, ge=8)
     tiny_vocab_size: int = Field(2000, ge=100)
+    dropout: float | None = Field(None, ge=0, lt=1)
+    save_total_limit: int = Field(2, ge=1)
 
 
 class CompressParams(_Frozen):

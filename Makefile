@@ -1,0 +1,46 @@
+# The two commands: `make run` (the whole pipeline, default settings) and `make test`.
+# Both create the environment from the committed lock when it is missing or stale.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# uv does not read pip's settings: the local CPU torch wheel is found through UV_FIND_LINKS
+export UV_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: run test test-all reliability bench lint setup clean-env
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "uv>=0.5"
+	$(VENV)/bin/uv pip install --python $(PY) -r requirements.lock
+	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/tuneline run
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+reliability: $(STAMP)
+	$(PY) -m pytest -m "reliability" $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+lock:
+	UV_FIND_LINKS=$(UV_FIND_LINKS) uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean-env:
+	rm -rf $(VENV)

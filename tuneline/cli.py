@@ -1,0 +1,138 @@
+"""The `tuneline` command line: one entry point, `--help` everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tuneline.errors import TunelineError
+
+app = typer.Typer(
+    help="tuneline: labelled text in, a validated, compressed, ONNX-served classifier out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def prefect_env() -> None:
+    """Defaults that make Prefect's local server usable on a small machine (env wins)."""
+    from tuneline.settings import get_settings
+
+    home = get_settings().root
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    if get_settings().prefect_api_url:
+        os.environ["PREFECT_API_URL"] = get_settings().prefect_api_url
+
+
+def fail(exc: TunelineError) -> None:
+    typer.secho(str(exc), fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    profile: Annotated[
+        str | None, typer.Option(help="Profile from configs/ (smoke, gpu); 'default' for none.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Built-in dataset name or a CSV / JSONL / Parquet file.")
+    ] = None,
+    text_col: Annotated[str | None, typer.Option(help="Text column of --data.")] = None,
+    label_col: Annotated[str | None, typer.Option(help="Label column of --data.")] = None,
+    root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
+) -> None:
+    """Run the pipeline (Prefect flow flows/training.py) on the configured data.
+
+    Options are written into params.yaml first, as `dvc exp run -S` would, so DVC and the
+    code see one set of settings and dvc.lock records which ones built the data.
+    """
+    from tuneline.config import load_params, set_params
+
+    root = root.resolve()
+    updates: dict[str, Any] = {}
+    if profile is not None:
+        updates["base.profile"] = profile
+    if data is not None:
+        builtin = data in ("sms_spam", "movie_reviews")
+        updates["data.source"] = data if builtin else str(Path(data).resolve())
+    if text_col is not None:
+        updates["data.text_col"] = text_col
+    if label_col is not None:
+        updates["data.label_col"] = label_col
+    try:
+        if updates:
+            load_params(root, overrides=updates)  # refuse bad values before touching the file
+            set_params(root, updates)
+        params = load_params(root)
+        prefect_env()
+        from flows.training import training_flow
+
+        summary = training_flow(project_root=str(root))
+    except TunelineError as exc:
+        fail(exc)
+        return
+    typer.echo(summary.render() if hasattr(summary, "render") else json.dumps(summary, indent=2))
+    del params
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest | validate | prepare")],
+    root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
+) -> None:
+    """Run one data stage body (what dvc.yaml calls; use `dvc repro` to run them tracked)."""
+    from tuneline.stages import STAGES, run_stage
+    from tuneline.settings import get_settings
+
+    if name not in STAGES:
+        typer.secho(f"unknown stage '{name}' (one of {', '.join(STAGES)})", err=True)
+        raise typer.Exit(code=2)
+    try:
+        run_stage(name, root.resolve())
+    except TunelineError as exc:
+        # the flow's task reads this to re-raise the same named error with every finding
+        err = get_settings().root / "errors" / f"{name}.json"
+        err.parent.mkdir(parents=True, exist_ok=True)
+        err.write_text(
+            json.dumps(
+                {
+                    "type": type(exc).__name__,
+                    "message": str(exc),
+                    "failures": list(getattr(exc, "failures", [])),
+                    "report_path": getattr(exc, "report_path", None),
+                }
+            ),
+            encoding="utf-8",
+        )
+        fail(exc)
+
+
+def _register_optional() -> None:
+    # commands contributed by other modules (registry, serving, services) when present
+    try:
+        from tuneline.cli_registry import register_cli
+    except ImportError:
+        return
+    register_cli(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app(prog_name="tuneline")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
