@@ -59,7 +59,10 @@ def augment_text(
 
 
 def augment_train(
-    train: pd.DataFrame, params: AugmentParams, seed: int, thesaurus: Thesaurus,
+    train: pd.DataFrame,
+    params: AugmentParams,
+    seed: int,
+    thesaurus: Thesaurus,
     forbidden: set[str] | None = None,
 ) -> pd.DataFrame:
     """Append `copies` augmented rows per training row, flagged in an `augmented` column.

@@ -109,7 +109,7 @@ def ingest_source(params: DataParams, *, raw_dir: Path, index_url: str) -> Inges
                 f"({', '.join(BUILTINS)}) nor an existing file"
             )
         fmt = file_format(src)
-        dest = raw_dir / f"dataset.{ 'jsonl' if fmt == 'jsonl' else fmt}"
+        dest = raw_dir / f"dataset.{'jsonl' if fmt == 'jsonl' else fmt}"
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         recipe = {

@@ -72,7 +72,8 @@ def run(
         updates["data.label_col"] = label_col
     try:
         if updates:
-            load_params(root, overrides=updates)  # refuse bad values before touching the file
+            # refuse bad values before touching the file
+            load_params(root, profile=updates.get("base.profile"), overrides=updates)
             set_params(root, updates)
         params = load_params(root)
         prefect_env()
@@ -92,8 +93,8 @@ def stage(
     root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
 ) -> None:
     """Run one data stage body (what dvc.yaml calls; use `dvc repro` to run them tracked)."""
-    from tuneline.stages import STAGES, run_stage
     from tuneline.settings import get_settings
+    from tuneline.stages import STAGES, run_stage
 
     if name not in STAGES:
         typer.secho(f"unknown stage '{name}' (one of {', '.join(STAGES)})", err=True)

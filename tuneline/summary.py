@@ -18,7 +18,12 @@ class PipelineSummary:
 
     def render(self) -> str:
         lines = ["", "tuneline run summary", "=" * 20, "data version (md5 from dvc.lock):"]
-        for split, md5 in self.data_md5.items():
+        for split, md5 in sorted(
+            self.data_md5.items(),
+            key=lambda kv: (
+                ("train", "val", "test").index(kv[0]) if kv[0] in ("train", "val", "test") else 9
+            ),
+        ):
             lines.append(f"  {split:5s} {self.split_sizes.get(split, 0):6d} rows  {md5}")
         counts = self.data_counts
         lines.append(
@@ -29,7 +34,8 @@ class PipelineSummary:
         )
         ran = [name for name, did in self.stages_ran.items() if did]
         lines.append(
-            "stages run: " + (", ".join(ran) if ran else "none (DVC: data and pipelines are up to date)")
+            "stages run: "
+            + (", ".join(ran) if ran else "none (DVC: data and pipelines are up to date)")
         )
         for key, value in self.extra.items():
             lines.append(f"{key}: {value}")
