@@ -102,7 +102,7 @@ class TrainParams(_Frozen):
 
 
 class CompressParams(_Frozen):
-    opset: int = 17
+    opset: int = Field(18, ge=18)
     parity_max_abs_logit: float = 1e-3
     parity_min_agreement: float = 0.999
     quant_parity_max_abs_logit: float = 1.0
@@ -119,6 +119,8 @@ class CompressParams(_Frozen):
     distill_layers: int = 3
     distill_temperature: float = 2.0
     distill_alpha: float = 0.5
+    distill_epochs: float = Field(1.0, gt=0)
+    distill_max_steps: int = -1
     fp16: bool = False
     accuracy_budget: float = 0.99
     max_recall_drop: float = 0.05
@@ -134,6 +136,11 @@ class GateParams(_Frozen):
     max_recall_drop: float = 0.05
     max_p95_latency_ms: float = 200.0
     max_size_mb: float = 200.0
+    min_class_recall: float = Field(0.1, ge=0, le=1)
+    latency_rows: int = Field(100, ge=1)
+    smoke_timeout_s: float = Field(120.0, gt=0)
+    smoke_texts: int = Field(8, ge=1)
+    smoke_atol: float = Field(1e-4, gt=0)
 
 
 class ServeParams(_Frozen):
@@ -143,8 +150,9 @@ class ServeParams(_Frozen):
     max_chars: int = 5000
     timeout_s: int = 30
     max_batch_size: int = 32
-    max_latency_ms: int = 50
+    max_latency_ms: int = 1000
     max_concurrency: int = 32
+    num_threads: int = Field(1, ge=1)
 
 
 class Params(_Frozen):

@@ -1,0 +1,135 @@
+"""MLflow lineage for compression: one child run per variant under the fine-tune run, and the
+Pareto table + latency/accuracy plot on the parent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "tuneline"
+
+
+def _client() -> Any:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from tuneline.settings import get_settings
+
+    uri = get_settings().tracking_uri
+    mlflow.set_tracking_uri(uri)  # set here, never at import
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client: Any) -> str:
+    from tuneline.settings import get_settings
+
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return str(exp.experiment_id)
+    root = get_settings().artifact_root
+    return str(client.create_experiment(EXPERIMENT, artifact_location=root.as_uri()))
+
+
+def open_parent(parent_run_id: str | None) -> tuple[Any, str, str, bool]:
+    """The client, the parent run id, its experiment id, and whether we created the parent.
+
+    Without a fine-tune run (compression run on its own) a 'compress' run stands in as parent.
+    """
+    client = _client()
+    if parent_run_id:
+        exp_id = str(client.get_run(parent_run_id).info.experiment_id)
+        return client, parent_run_id, exp_id, False
+    exp_id = _experiment_id(client)
+    run = client.create_run(exp_id, run_name="compress", tags={"tuneline.step": "compress"})
+    return client, run.info.run_id, exp_id, True
+
+
+def log_variant(
+    client: Any,
+    exp_id: str,
+    parent_run_id: str,
+    name: str,
+    method: str,
+    settings: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    parity: Mapping[str, float],
+    onnx_dir: Path,
+    lineage: Mapping[str, str],
+) -> str:
+    """Create the child run of one variant with its settings, metrics and ONNX directory.
+
+    Returns:
+        The child run id.
+    """
+    from mlflow.entities import Metric, Param
+
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "tuneline.parent_run_id": parent_run_id,
+        "tuneline.step": "compress",
+        "tuneline.variant": name,
+        "tuneline.method": method,
+        **{f"tuneline.{k}": str(v) for k, v in lineage.items()},
+    }
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    values = {**metrics, **{f"parity_{k}": v for k, v in parity.items()}}
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), 0, 0) for k, v in sorted(values.items())],
+        params=[Param(str(k), str(v)[:500]) for k, v in sorted(settings.items())],
+    )
+    client.log_artifacts(run_id, str(onnx_dir), artifact_path="onnx")
+    client.set_terminated(run_id)
+    return str(run_id)
+
+
+def plot_pareto(
+    scores: Mapping[str, Mapping[str, float]], chosen: str, path: Path, front: set[str]
+) -> None:
+    """Latency (p95, batch 1) against accuracy, the front joined, the chosen variant marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in scores.items():
+        colour = "tab:red" if name == chosen else ("tab:blue" if name in front else "tab:gray")
+        ax.scatter(m["latency_p95_ms"], m["accuracy"], color=colour, zorder=3)
+        ax.annotate(
+            name,
+            (m["latency_p95_ms"], m["accuracy"]),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    pts = sorted((scores[n]["latency_p95_ms"], scores[n]["accuracy"]) for n in front)
+    if len(pts) > 1:
+        ax.plot(*zip(*pts, strict=True), color="tab:blue", linestyle="--", linewidth=1)
+    ax.set_xlabel("p95 latency at batch 1 (ms)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"compressed variants (chosen: {chosen})")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def log_parent(
+    client: Any,
+    parent_run_id: str,
+    files: list[Path],
+    chosen: str,
+    chosen_run: str | None,
+    created: bool,
+) -> None:
+    """Attach the Pareto table and plot to the parent and tag the choice."""
+    for path in files:
+        client.log_artifact(parent_run_id, str(path), artifact_path="compression")
+    client.set_tag(parent_run_id, "tuneline.chosen_variant", chosen)
+    if chosen_run:
+        client.set_tag(parent_run_id, "tuneline.chosen_variant_run_id", chosen_run)
+    if created:
+        client.set_terminated(parent_run_id)
