@@ -119,16 +119,14 @@ def stage(
         fail(exc)
 
 
-def _register_optional() -> None:
-    # commands contributed by other modules (registry, serving, services) when present
-    try:
-        from tuneline.cli_registry import register_cli
-    except ImportError:
-        return
+def _register_commands() -> None:
+    # registry and serving commands live beside their code; registering them imports nothing heavy
+    from tuneline.cli_registry import register_cli
+
     register_cli(app)
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""The BentoML service that serves an ONNX variant: POST /predict with adaptive batching.
+
+Model directory: $TUNELINE_MODEL_DIR, else `model/` bundled beside this package in the Bento
+(tasks/package.py puts it there). Limits: $TUNELINE_SERVE_CONFIG, else the bundled
+`serve_config.json` written from params.serve, else the defaults below.
+
+BentoML provides /livez, /healthz, /readyz (ready once the model is loaded, via __is_ready__)
+and /metrics, which already holds request latency histograms and the adaptive batch size
+histogram; this module adds an input length histogram and a predicted-label counter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+from pydantic import BaseModel, Field, StringConstraints
+
+from serving.guard import RequestGuard
+from serving.predictor import OnnxTextClassifier
+
+BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS: dict[str, Any] = {
+    "max_texts": 64,
+    "max_chars": 5000,
+    "timeout_s": 30,
+    "max_batch_size": 32,
+    "max_latency_ms": 1000,
+    "max_concurrency": 32,
+    "num_threads": 1,
+}
+LENGTH_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def serve_config() -> dict[str, Any]:
+    """Limits for this Bento: env file, bundled file, or defaults."""
+    path = Path(os.environ.get("TUNELINE_SERVE_CONFIG") or BUNDLE_ROOT / "serve_config.json")
+    config = dict(DEFAULTS)
+    if path.exists():
+        config.update(json.loads(path.read_text(encoding="utf-8")))
+    return config
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get("TUNELINE_MODEL_DIR") or BUNDLE_ROOT / "model")
+
+
+# Read once when BentoML imports the service: the decorators and the request schema need the
+# limits as values (a small JSON read; no model is loaded here).
+CONFIG = serve_config()
+
+Texts = Annotated[
+    list[Annotated[str, StringConstraints(max_length=int(CONFIG["max_chars"]))]],
+    Field(min_length=1, max_length=int(CONFIG["max_texts"])),
+]
+
+
+class PredictionOut(BaseModel):
+    label: str
+    label_id: int
+    probabilities: dict[str, float]
+
+
+_METRICS: dict[str, Any] = {}
+
+
+def _metrics() -> dict[str, Any]:
+    # Created in the worker (not at import) so prometheus_client sees BentoML's multiprocess
+    # directory; cached because a second registration of a name raises.
+    if not _METRICS:
+        from prometheus_client import Counter, Histogram
+
+        _METRICS["length"] = Histogram(
+            "tuneline_input_length_chars",
+            "Characters per input text (a drift signal)",
+            buckets=LENGTH_BUCKETS,
+        )
+        _METRICS["label"] = Counter(
+            "tuneline_predicted_label",
+            "Predicted labels (a drift signal)",
+            labelnames=["label"],
+        )
+    return _METRICS
+
+
+@bentoml.service(
+    name="tuneline_classifier",
+    # BentoML's own timeout answers 504; ours (RequestGuard, 408) fires first.
+    traffic={
+        "timeout": int(CONFIG["timeout_s"]) + 5,
+        "max_concurrency": int(CONFIG["max_concurrency"]),
+    },
+    workers=1,
+)
+class Classifier:
+    """Text classifier over the bundled ONNX variant."""
+
+    def __init__(self) -> None:
+        self.model = OnnxTextClassifier(model_dir(), num_threads=int(CONFIG["num_threads"]))
+        self.metrics = _metrics()
+
+    def __is_ready__(self) -> bool:
+        return self.model is not None
+
+    @bentoml.api(
+        route="/predict",
+        batchable=True,
+        max_batch_size=int(CONFIG["max_batch_size"]),
+        max_latency_ms=int(CONFIG["max_latency_ms"]),
+    )
+    def predict(self, texts: Texts) -> list[PredictionOut]:
+        """Classify texts: one {label, label_id, probabilities} per text, in order."""
+        preds = self.model.predict(texts)
+        for text, pred in zip(texts, preds, strict=True):
+            self.metrics["length"].observe(len(text))
+            self.metrics["label"].labels(label=pred.label).inc()
+        return [
+            PredictionOut(label=p.label, label_id=p.label_id, probabilities=p.probabilities)
+            for p in preds
+        ]
+
+
+# bentoml.service turns the class into a Service object; mypy still sees the class.
+Classifier.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard,
+    timeout_s=float(CONFIG["timeout_s"]),
+    # Worst legal body: every text at max length, JSON-escaped (x6 for \uXXXX), plus slack.
+    max_body_bytes=int(CONFIG["max_texts"]) * (int(CONFIG["max_chars"]) * 6 + 8) + 4096,
+)

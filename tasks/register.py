@@ -1,0 +1,183 @@
+"""Register: the chosen ONNX variant becomes a new version of the registered model (@challenger).
+
+The registry holds the artifact that will be served: an MLflow ONNX model (model.onnx with a
+signature and an input example) whose extra files are the tokenizer, labels.json and
+variant.json. No pickle: no python model object is serialized.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from serving.predictor import OnnxTextClassifier
+from tuneline import registry
+from tuneline.config import CompressParams, Params
+from tuneline.errors import UnsafeArtifactError
+from tuneline.lineage import lineage_tags
+from tuneline.models import check_safe_model_dir
+
+REGISTER_EXPERIMENT = "registry"
+REQUIRED_FILES = ("model.onnx", "labels.json", "variant.json")
+EXAMPLE_TEXT = "an example text to classify"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version: name, version number and the `models:/` URI."""
+
+    name: str
+    version: str
+    uri: str
+    run_id: str
+
+
+def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bool:
+    """Whether variant.json records a passed ONNX parity check (nothing recorded = not passed).
+
+    Accepts an explicit verdict ("parity_passed" or parity.passed) or the measured stats
+    (parity.agreement, parity.max_abs_logit) judged against params.compress thresholds; a
+    quantized variant (method or name says quantize/int8/fp16) gets the quantization ones.
+    """
+    if isinstance(variant.get("parity_passed"), bool):
+        return bool(variant["parity_passed"])
+    parity = variant.get("parity")
+    if not isinstance(parity, dict):
+        return False
+    if isinstance(parity.get("passed"), bool):
+        return bool(parity["passed"])
+    if "agreement" not in parity or "max_abs_logit" not in parity:
+        return False
+    tag = f"{variant.get('method', '')} {variant.get('name', '')}".lower()
+    quant = any(word in tag for word in ("quantiz", "int8", "fp16"))
+    min_agreement = compress.quant_parity_min_agreement if quant else compress.parity_min_agreement
+    max_abs = compress.quant_parity_max_abs_logit if quant else compress.parity_max_abs_logit
+    return float(parity["agreement"]) >= min_agreement and float(parity["max_abs_logit"]) <= max_abs
+
+
+def check_variant_dir(onnx_dir: Path) -> dict[str, Any]:
+    """Refuse a variant directory missing a contract file or holding pickles.
+
+    Returns:
+        The parsed variant.json.
+
+    Raises:
+        FileNotFoundError: naming every missing file.
+        UnsafeArtifactError: a pickle-format file is present.
+    """
+    missing = [name for name in REQUIRED_FILES if not (onnx_dir / name).exists()]
+    has_tokenizer = (onnx_dir / "tokenizer.json").exists() or (onnx_dir / "vocab.txt").exists()
+    if not has_tokenizer:
+        missing.append("tokenizer.json (or vocab.txt)")
+    if missing:
+        raise FileNotFoundError(f"{onnx_dir}: variant directory lacks {', '.join(missing)}")
+    check_safe_model_dir(onnx_dir)
+    if any(p.is_dir() for p in onnx_dir.iterdir()):
+        raise UnsafeArtifactError(f"{onnx_dir}: nested directories are not part of the contract")
+    variant: dict[str, Any] = json.loads((onnx_dir / "variant.json").read_text(encoding="utf-8"))
+    return variant
+
+
+def register_variant(
+    onnx_dir: Path | str,
+    *,
+    params: Params,
+    finetune_run_id: str | None,
+    variant_run_id: str | None,
+    project_root: Path | str = ".",
+) -> RegisteredVersion:
+    """Log the variant as an MLflow ONNX model, register it, tag lineage, set @challenger.
+
+    Args:
+        onnx_dir: ONNX variant directory (model.onnx, tokenizer files, labels.json, variant.json).
+        params: settings; `gate.registered_model` names the registered model.
+        finetune_run_id: MLflow run of the fine-tune (lineage tag).
+        variant_run_id: MLflow run of the compression/export of this variant (lineage tag).
+        project_root: project directory, for git commit, split md5s and the validation result.
+
+    Returns:
+        The new RegisteredVersion.
+
+    Raises:
+        FileNotFoundError / UnsafeArtifactError: the directory breaks the contract.
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    onnx_dir = Path(onnx_dir)
+    variant = check_variant_dir(onnx_dir)
+    name = params.gate.registered_model
+    classifier = OnnxTextClassifier(onnx_dir)
+    example = classifier.encode([EXAMPLE_TEXT])
+    logits = classifier.session.run(["logits"], example)[0]
+    signature = infer_signature(example, {"logits": logits})
+    extra = sorted(str(p) for p in onnx_dir.iterdir() if p.is_file() and p.name != "model.onnx")
+
+    tags = lineage_tags(project_root)
+    tags.update(
+        {
+            "finetune_run_id": finetune_run_id or "",
+            "variant_run_id": variant_run_id or "",
+            "variant_name": str(variant.get("name", onnx_dir.name)),
+            "variant_method": str(variant.get("method", "")),
+            "parity_passed": str(parity_from_variant(variant, params.compress)).lower(),
+            "labels": json.dumps(classifier.labels),
+            "size_mb": f"{(onnx_dir / 'model.onnx').stat().st_size / 2**20:.4f}",
+        }
+    )
+    metrics = {
+        k: float(v)
+        for k, v in (variant.get("metrics") or {}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    registry.client()
+    exp_id = registry.experiment_id(REGISTER_EXPERIMENT)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{tags['variant_name']}") as run:
+        mlflow.set_tags(tags)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        info = mlflow.onnx.log_model(
+            onnx.load(str(onnx_dir / "model.onnx")),
+            name="model",
+            signature=signature,
+            input_example=example,
+            # Pinned here so MLflow does not spawn a process to infer requirements.
+            pip_requirements=["onnxruntime", "onnx", "tokenizers", "numpy"],
+            save_as_external_data=False,
+            extra_files=extra,
+            registered_model_name=name,
+            metadata={"variant": variant.get("name"), "labels": classifier.labels},
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    version = str(info.registered_model_version)
+    mlc = registry.client()
+    for key, value in tags.items():
+        registry.set_version_tag(name, version, key, value)
+    registry.with_retries(
+        lambda: mlc.set_registered_model_alias(name, registry.CHALLENGER, version)
+    )
+    return RegisteredVersion(name, version, f"models:/{name}/{version}", run.info.run_id)
+
+
+@task(name="register-variant", retries=0)
+def register_variant_task(
+    onnx_dir: str,
+    params: Params,
+    finetune_run_id: str | None,
+    variant_run_id: str | None,
+    project_root: str = ".",
+) -> RegisteredVersion:
+    """Prefect wrapper of `register_variant`."""
+    return register_variant(
+        onnx_dir,
+        params=params,
+        finetune_run_id=finetune_run_id,
+        variant_run_id=variant_run_id,
+        project_root=project_root,
+    )

@@ -1,0 +1,289 @@
+"""MLflow registry helpers: I/O retries, alias compare-and-set, champion history, audit log.
+
+Aliases only, never stages. `champion` moves only through `move_champion`, a compare-and-set
+held under an exclusive file lock (fcntl.flock on <TUNELINE_HOME>/locks/<model>.lock), so the
+re-read and the set are atomic across processes on one machine. Against a shared remote
+registry written from several machines the lock does not reach; the re-read still narrows the
+window to one round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from tuneline.settings import get_settings
+
+T = TypeVar("T")
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+AUDIT_EXPERIMENT = "audit"
+_TRANSIENT = re.compile(r"database is locked|temporarily unavailable|timed out|connection", re.I)
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """Outcome of a compare-and-set on `champion`."""
+
+    outcome: Literal["moved", "lost_race", "nothing_to_roll_back"]
+    name: str
+    from_version: str | None
+    to_version: str | None
+    observed: str | None  # what champion pointed at when the lock was held
+
+
+def client() -> Any:
+    """An MlflowClient on the configured store (the URI is read now, never at import)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = get_settings().tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 4, delay_s: float = 0.5) -> T:
+    """Call `fn`, retrying only transient I/O failures (network, locked sqlite) with backoff."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except (OSError, MlflowException) as exc:
+            transient = isinstance(exc, ConnectionError | TimeoutError) or bool(
+                _TRANSIENT.search(str(exc))
+            )
+            if not transient or attempt == attempts:
+                raise
+            time.sleep(delay_s * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def experiment_id(name: str) -> str:
+    """Id of the named experiment, created if missing (a concurrent creator is tolerated)."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client()
+    for _ in range(2):
+        experiment = with_retries(lambda: mlc.get_experiment_by_name(name))
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(with_retries(lambda: mlc.create_experiment(name)))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    raise AssertionError(f"experiment {name} neither found nor created")
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points at, or None when the alias (or model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client()
+    try:
+        mv = with_retries(lambda: mlc.get_model_version_by_alias(name, alias))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+    return str(mv.version)
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    mlc = client()
+    return dict(with_retries(lambda: mlc.get_model_version(name, version)).tags)
+
+
+def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    mlc = client()
+    with_retries(lambda: mlc.set_model_version_tag(name, version, key, value))
+
+
+def download_version(name: str, version: str, dest: Path | str) -> Path:
+    """Download a registered version and lay it out as an ONNX variant directory.
+
+    The registry holds an MLflow ONNX model (MLmodel, model.onnx, extra_files/ with the
+    tokenizer, labels.json and variant.json); `dest` gets model.onnx plus those files flat.
+
+    Returns:
+        `dest`, ready for serving.predictor.OnnxTextClassifier.
+    """
+    import mlflow.artifacts
+
+    client()
+    dest = Path(dest)
+    raw = dest.with_name(dest.name + ".download")
+    shutil.rmtree(raw, ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    with_retries(
+        lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(raw)
+        )
+    )
+    mlmodel = yaml.safe_load((raw / "MLmodel").read_text(encoding="utf-8"))
+    onnx_file = mlmodel["flavors"]["onnx"]["data"]
+    dest.mkdir(parents=True)
+    shutil.move(str(raw / onnx_file), dest / "model.onnx")
+    extra = raw / "extra_files"
+    if extra.is_dir():
+        for path in extra.iterdir():
+            shutil.move(str(path), dest / path.name)
+    shutil.rmtree(raw, ignore_errors=True)
+    return dest
+
+
+@contextlib.contextmanager
+def registry_lock(name: str) -> Iterator[None]:
+    """Exclusive cross-process lock for alias changes of one registered model."""
+    lock_dir = get_settings().root / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    with open(lock_dir / f"{safe}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def champion_history(name: str) -> list[str]:
+    """Versions that were champion, oldest first (the top is the current one)."""
+    mlc = client()
+    model = with_retries(lambda: mlc.get_registered_model(name))
+    return list(json.loads(model.tags.get(HISTORY_TAG, "[]")))
+
+
+def _set_history(name: str, history: list[str]) -> None:
+    mlc = client()
+    with_retries(lambda: mlc.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history)))
+
+
+def move_champion(name: str, to_version: str, expected: str | None) -> AliasMove:
+    """Point `champion` at `to_version` only if it still points at `expected` (compare-and-set).
+
+    Args:
+        name: registered model.
+        to_version: the new champion.
+        expected: the champion version read before the gate ran (None = there was none).
+
+    Returns:
+        AliasMove with outcome "moved", or "lost_race" when champion moved meanwhile
+        (nothing is changed then).
+    """
+    mlc = client()
+    with registry_lock(name):
+        observed = alias_version(name, CHAMPION)
+        if observed != expected:
+            return AliasMove("lost_race", name, expected, to_version, observed)
+        with_retries(lambda: mlc.set_registered_model_alias(name, CHAMPION, to_version))
+        history = champion_history(name)
+        if observed is not None and (not history or history[-1] != observed):
+            history.append(observed)  # champion set outside tuneline: keep it reachable
+        _set_history(name, [*history, to_version])
+    return AliasMove("moved", name, observed, to_version, observed)
+
+
+def rollback_champion(name: str) -> AliasMove:
+    """Move `champion` back to the version that was champion before the current one.
+
+    Returns:
+        AliasMove "moved", or "nothing_to_roll_back" when there is no earlier champion.
+    """
+    mlc = client()
+    with registry_lock(name):
+        current = alias_version(name, CHAMPION)
+        history = champion_history(name)
+        if history and history[-1] == current:
+            history.pop()
+        if current is None or not history:
+            return AliasMove("nothing_to_roll_back", name, current, None, current)
+        target = history[-1]
+        with_retries(lambda: mlc.set_registered_model_alias(name, CHAMPION, target))
+        _set_history(name, history)
+    return AliasMove("moved", name, current, target, current)
+
+
+def audit_path() -> Path:
+    return get_settings().root / "audit" / "decisions.jsonl"
+
+
+def append_audit(record: dict[str, Any]) -> dict[str, Any]:
+    """Append one decision to the audit trail: JSONL file, `audit` MLflow run, model tag.
+
+    The JSONL line is written first (fsync'd, under an append lock) so the decision is kept
+    even if the tracking store is down; MLflow failures then propagate after retries.
+
+    Returns:
+        The record with `time` and the MLflow `audit_run_id` added.
+    """
+    record = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **record}
+    path = audit_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    mlc = client()
+    exp_id = experiment_id(AUDIT_EXPERIMENT)
+    run = with_retries(
+        lambda: mlc.create_run(
+            exp_id,
+            run_name=f"{record.get('event')}-{record.get('name')}-v{record.get('version')}",
+            tags={
+                "event": str(record.get("event")),
+                "outcome": str(record.get("outcome")),
+                "registered_model": str(record.get("name")),
+                "version": str(record.get("version")),
+            },
+        )
+    )
+    record = {**record, "audit_run_id": run.info.run_id}
+    with_retries(lambda: mlc.log_dict(run.info.run_id, record, "decision.json"))
+    numeric = {k: float(v) for k, v in (record.get("deltas") or {}).items()}
+    if numeric:
+        with_retries(
+            lambda: mlc.log_batch(
+                run.info.run_id,
+                metrics=[_metric(f"delta_{k}", v) for k, v in numeric.items()],
+            )
+        )
+    with_retries(lambda: mlc.set_terminated(run.info.run_id))
+    if record.get("name"):
+        summary = json.dumps(
+            {k: record.get(k) for k in ("time", "event", "version", "outcome", "audit_run_id")}
+        )
+        with_retries(lambda: mlc.set_registered_model_tag(record["name"], "last_decision", summary))
+    return record
+
+
+def _metric(key: str, value: float) -> Any:
+    from mlflow.entities import Metric
+
+    safe = re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key)
+    return Metric(safe, value, int(time.time() * 1000), 0)
+
+
+def read_audit() -> list[dict[str, Any]]:
+    """Every audit record in the JSONL trail, oldest first ([] when none)."""
+    path = audit_path()
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
