@@ -6,32 +6,73 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.promotion import release_variant
+from tasks.compress import compress_model
 from tasks.data_stages import ingest_stage, prepare_stage, push_data, validate_stage
+from tasks.evaluate import evaluate_classifier
+from tasks.finetune import finetune_classifier
 from tasks.prepare import read_prepared
+from tuneline.config import load_params
 from tuneline.lineage import split_md5s
-from tuneline.summary import PipelineSummary
+from tuneline.settings import get_settings
+from tuneline.summary import PipelineSummary, describe_release
 
 
 @flow(name="tuneline-training", log_prints=True)
-def training_flow(project_root: str = ".", force_ingest: bool = False) -> PipelineSummary:
-    """validate -> prepare (DVC stages) -> push the data version.
+def training_flow(
+    project_root: str = ".", force_ingest: bool = False, data_only: bool = False
+) -> PipelineSummary:
+    """validate -> prepare (DVC stages) -> fine-tune -> evaluate -> compress/export ->
+    register -> gate -> package -> smoke -> promote.
 
     Args:
         project_root: the project (DVC repo) to run in.
         force_ingest: re-read the source even if DVC thinks it unchanged (user files).
+        data_only: stop after the data stages (what `tuneline run --data-only` does).
 
     Returns:
         The run summary.
+
+    Raises:
+        DataValidationError: bad data (nothing after validation runs; registry untouched).
+        ParityError: an exported variant disagrees with its PyTorch source.
+        PromotionRefused: the gate or the Bento smoke test refused the candidate.
     """
     root = Path(project_root)
+    params = load_params(root)
     ingested = ingest_stage(root, force=force_ingest)
     validated = validate_stage(root, wait_for=[ingested])
     prepared = prepare_stage(root, wait_for=[validated])
     push_data(root, wait_for=[prepared])
-    splits = read_prepared(root / "data" / "prepared")
-    return PipelineSummary(
+    prepared_dir = root / "data" / "prepared"
+    splits = read_prepared(prepared_dir)
+    summary = PipelineSummary(
         data_md5=split_md5s(root),
         split_sizes=splits.sizes,
         data_counts=splits.counts,
         stages_ran={s.name: s.ran for s in (ingested, validated, prepared)},
     )
+    if data_only:
+        return summary
+    runs = get_settings().runs_dir
+    tuned = finetune_classifier(
+        prepared_dir, params, output_dir=runs / "finetune", project_root=root
+    )
+    evaluated = evaluate_classifier(
+        Path(tuned.model_dir), prepared_dir / "test.parquet", list(splits.labels)
+    )
+    compressed = compress_model(
+        Path(tuned.model_dir),
+        prepared_dir,
+        params,
+        output_dir=runs / "compress",
+        parent_run_id=tuned.run_id,
+    )
+    released = release_variant(
+        compressed.chosen.onnx_dir,
+        params=params,
+        finetune_run_id=tuned.run_id,
+        variant_run_id=compressed.chosen.run_id,
+        project_root=str(root),
+    )
+    return summary.with_extra(describe_release(tuned, evaluated, compressed, released, params))

@@ -50,6 +50,9 @@ def run(
     ] = None,
     text_col: Annotated[str | None, typer.Option(help="Text column of --data.")] = None,
     label_col: Annotated[str | None, typer.Option(help="Label column of --data.")] = None,
+    data_only: Annotated[
+        bool, typer.Option("--data-only", help="Stop after the data stages.")
+    ] = False,
     root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
 ) -> None:
     """Run the pipeline (Prefect flow flows/training.py) on the configured data.
@@ -79,12 +82,13 @@ def run(
         prefect_env()
         from flows.training import training_flow
 
-        summary = training_flow(project_root=str(root))
+        # a user file can change under the same path: re-read it (same bytes -> DVC skips the rest)
+        force = params.data.source not in ("sms_spam", "movie_reviews")
+        summary = training_flow(project_root=str(root), force_ingest=force, data_only=data_only)
     except TunelineError as exc:
         fail(exc)
         return
     typer.echo(summary.render() if hasattr(summary, "render") else json.dumps(summary, indent=2))
-    del params
 
 
 @app.command()

@@ -16,6 +16,15 @@ class PipelineSummary:
     stages_ran: dict[str, bool]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def with_extra(self, extra: dict[str, Any]) -> PipelineSummary:
+        return PipelineSummary(
+            self.data_md5,
+            self.split_sizes,
+            self.data_counts,
+            self.stages_ran,
+            {**self.extra, **extra},
+        )
+
     def render(self) -> str:
         lines = ["", "tuneline run summary", "=" * 20, "data version (md5 from dvc.lock):"]
         for split, md5 in sorted(
@@ -40,3 +49,33 @@ class PipelineSummary:
         for key, value in self.extra.items():
             lines.append(f"{key}: {value}")
         return "\n".join(lines)
+
+
+def describe_release(
+    tuned: Any, evaluated: Any, compressed: Any, released: Any, params: Any
+) -> dict[str, Any]:
+    """The model half of the summary screen, from the small results the tasks returned."""
+    fp32 = next((v for v in compressed.variants if v.name == "fp32"), compressed.chosen)
+    chosen = compressed.chosen
+    base_p95 = fp32.metrics.get("latency_p95_ms")
+    chosen_p95 = chosen.metrics.get("latency_p95_ms")
+    speedup = f"{base_p95 / chosen_p95:.2f}x vs ONNX FP32" if base_p95 and chosen_p95 else "n/a"
+    m = evaluated.metrics
+    serve = params.serve
+    return {
+        "fine-tune run": tuned.run_id,
+        "test metrics (PyTorch)": (
+            f"accuracy {m.get('accuracy', 0):.4f}, macro-F1 {m.get('macro_f1', 0):.4f} "
+            f"(majority baseline {tuned.metrics.get('majority_baseline', float('nan')):.4f})"
+        ),
+        "chosen variant": (
+            f"{chosen.name} ({chosen.method}), accuracy {chosen.metrics.get('accuracy', 0):.4f}, "
+            f"p95 {chosen_p95 or float('nan'):.2f} ms at batch 1, {speedup}"
+        ),
+        "rejected variants": "; ".join(f"{k}: {v}" for k, v in compressed.rejected.items())
+        or "none",
+        "gate": f"{released.outcome}: " + " | ".join(released.reasons),
+        "champion": f"{released.name} version {released.champion} (bento {released.bento_tag})",
+        "serve": f"tuneline serve  ->  curl -s -X POST http://{serve.host}:{serve.port}/predict "
+        "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'",
+    }

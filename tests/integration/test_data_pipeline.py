@@ -68,11 +68,11 @@ def test_training_flow_runs_data_stages_and_then_is_cached(
     from flows.training import training_flow
 
     ws = make_workspace(tmp_path / "flow")
-    first = training_flow(project_root=str(ws))
+    first = training_flow(project_root=str(ws), data_only=True)
     assert first.stages_ran == {"ingest": True, "validate": True, "prepare": True}
     assert set(first.data_md5) == {"train", "val", "test"}
     assert sum(first.split_sizes.values()) > 100
-    second = training_flow(project_root=str(ws))
+    second = training_flow(project_root=str(ws), data_only=True)
     assert not any(second.stages_ran.values())
     assert second.data_md5 == first.data_md5
     assert "up to date" in second.render()

@@ -1,0 +1,151 @@
+"""Builds and runs the torchrun command for fine-tuning.
+
+Training always goes through torchrun, with 1 process or many, so the single-process path is
+the distributed path. `python -m tuneline.launcher <torchrun args>` is torchrun
+(`torch.distributed.run.main`) plus one thing it lacks: it dies with its parent. torchrun
+starts its workers in their own sessions, so killing the task's process group would otherwise
+leave the agent or the workers training on; the workers likewise die with the agent
+(see `train_worker`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tuneline.config import TrainParams
+from tuneline.errors import ConfigError, TrainingError
+
+WORKER_MODULE = "tuneline.train_worker"
+_PR_SET_PDEATHSIG = 1
+
+
+def world_size(params: TrainParams) -> int:
+    return params.nproc * params.nnodes
+
+
+def per_device_batch(params: TrainParams) -> int:
+    """Per-process batch so the global batch is `batch_size` whatever the process count.
+
+    Raises:
+        ConfigError: `batch_size` is not divisible by processes x gradient-accumulation steps.
+    """
+    split = world_size(params) * params.grad_accum
+    if params.batch_size % split:
+        raise ConfigError(
+            [
+                f"train.batch_size={params.batch_size} must be divisible by nproc x nnodes x "
+                f"grad_accum = {split} so the global batch stays the same"
+            ]
+        )
+    return params.batch_size // split
+
+
+def thread_count(params: TrainParams) -> int:
+    """Torch/OMP threads per process: the explicit knob, else the cores shared out."""
+    if params.num_threads:
+        return params.num_threads
+    return max(1, (os.cpu_count() or 1) // params.nproc)
+
+
+def build_command(spec_path: Path, params: TrainParams, python: str = sys.executable) -> list[str]:
+    """The torchrun command line that runs `tuneline.train_worker <spec_path>`.
+
+    Raises:
+        ConfigError: multi-node settings without a rendezvous endpoint, or a bad node rank.
+    """
+    problems = []
+    if params.nnodes > 1 and not params.rdzv_endpoint:
+        problems.append("train.rdzv_endpoint (host:port) is required when train.nnodes > 1")
+    if params.node_rank >= params.nnodes:
+        problems.append(f"train.node_rank={params.node_rank} must be < nnodes={params.nnodes}")
+    if problems:
+        raise ConfigError(problems)
+    per_device_batch(params)  # fail before launching, not inside every worker
+    cmd = [python, "-m", "tuneline.launcher", f"--nproc-per-node={params.nproc}"]
+    if params.nnodes > 1:
+        cmd += [
+            f"--nnodes={params.nnodes}",
+            f"--node-rank={params.node_rank}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={params.rdzv_endpoint}",
+            "--rdzv-id=tuneline",
+        ]
+    else:
+        cmd += ["--standalone", "--nnodes=1"]
+    cmd += ["--max-restarts=0", "-m", WORKER_MODULE, str(spec_path)]
+    return cmd
+
+
+def worker_env(params: TrainParams, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the launcher: thread counts and an importable tuneline."""
+    env = dict(os.environ if base is None else base)
+    threads = str(thread_count(params))
+    env["OMP_NUM_THREADS"] = threads
+    env["MKL_NUM_THREADS"] = threads
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path) -> None:
+    """Run torchrun to completion, its output going to `log_path`.
+
+    The child stays in the caller's process group, so a signal to the group reaches it.
+
+    Raises:
+        TrainingError: torchrun failed; the message holds the tail of the log.
+    """
+    cmd = build_command(spec_path, params)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(("$ " + " ".join(cmd) + "\n").encode())
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=worker_env(params), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            rc = proc.wait()
+        except BaseException:
+            # Interrupted (Ctrl-C, cancelled flow): never leave training running.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if rc != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        raise TrainingError(f"training failed (torchrun exit code {rc}); log {log_path}:\n{tail}")
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), sig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tuneline.launcher <torchrun args>`: torchrun that dies with its parent."""
+    from torch.distributed.run import main as torchrun_main
+
+    die_with_parent()
+    torchrun_main(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
