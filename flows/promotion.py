@@ -10,7 +10,12 @@ from prefect import flow
 
 from tasks.gate import gate_version_task
 from tasks.package import package_version_task
-from tasks.promote import PromotionResult, promote_version_task, smoke_test_task
+from tasks.promote import (
+    PromotionResult,
+    champion_unchanged_task,
+    promote_version_task,
+    smoke_test_task,
+)
 from tasks.register import register_variant_task
 from tuneline.config import Params, load_params
 from tuneline.errors import PromotionRefused
@@ -50,6 +55,9 @@ def release_variant(
     registered = register_variant_task(
         onnx_dir, params, finetune_run_id, variant_run_id, project_root
     )
+    unchanged = champion_unchanged_task(registered.name, registered.version, registered.reused)
+    if unchanged is not None:
+        return unchanged
     return promote_tail(registered.version, params=params, project_root=project_root)
 
 

@@ -11,11 +11,18 @@ from tasks.compress import compress_model
 from tasks.data_stages import ingest_stage, prepare_stage, push_data, validate_stage
 from tasks.evaluate import evaluate_classifier
 from tasks.finetune import finetune_classifier
+from tasks.plan import plan_runs
 from tasks.prepare import read_prepared
+from tuneline.caching import cached, compress_key, evaluate_key, finetune_key
 from tuneline.config import load_params
 from tuneline.lineage import split_md5s
 from tuneline.settings import get_settings
 from tuneline.summary import PipelineSummary, describe_release
+
+# the expensive steps are skipped when their inputs, params and code are unchanged
+finetune = cached(finetune_classifier, finetune_key)
+evaluate = cached(evaluate_classifier, evaluate_key)
+compress = cached(compress_model, compress_key)
 
 
 @flow(name="tuneline-training", log_prints=True)
@@ -54,18 +61,14 @@ def training_flow(
     )
     if data_only:
         return summary
-    runs = get_settings().runs_dir
-    tuned = finetune_classifier(
-        prepared_dir, params, output_dir=runs / "finetune", project_root=root
-    )
-    evaluated = evaluate_classifier(
-        Path(tuned.model_dir), prepared_dir / "test.parquet", list(splits.labels)
-    )
-    compressed = compress_model(
+    dirs = plan_runs(root, prepared_dir, params, get_settings().runs_dir)
+    tuned = finetune(prepared_dir, params, output_dir=Path(dirs.finetune), project_root=root)
+    evaluated = evaluate(Path(tuned.model_dir), prepared_dir / "test.parquet", list(splits.labels))
+    compressed = compress(
         Path(tuned.model_dir),
         prepared_dir,
         params,
-        output_dir=runs / "compress",
+        output_dir=Path(dirs.compress),
         parent_run_id=tuned.run_id,
     )
     released = release_variant(

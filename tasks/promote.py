@@ -46,7 +46,7 @@ class SmokeResult:
 class PromotionResult:
     """Final outcome of one promotion attempt (a value, never an exception trace)."""
 
-    outcome: Literal["promoted", "refused", "lost_race"]
+    outcome: Literal["promoted", "refused", "lost_race", "unchanged"]
     name: str
     version: str
     champion: str | None  # champion after this attempt
@@ -231,3 +231,24 @@ def rollback_champion(name: str) -> registry.AliasMove:
         }
     )
     return move
+
+
+@task(name="champion-unchanged")
+def champion_unchanged_task(name: str, version: str, reused: bool) -> PromotionResult | None:
+    """The outcome when the candidate already is the champion (a cached rerun), else None.
+
+    Same ONNX file, same pinned test split, already serving: gating, packaging and smoke-testing
+    it again could only repeat the decision already on record.
+    """
+    champion = registry.alias_version(name, registry.CHAMPION)
+    if not reused or champion != version:
+        return None
+    return PromotionResult(
+        outcome="unchanged",
+        name=name,
+        version=version,
+        champion=champion,
+        previous_champion=champion,
+        reasons=(f"PASS version {version} (same ONNX file, same test split) is already champion",),
+        bento_tag=registry.client().get_model_version(name, version).tags.get("bento_tag"),
+    )

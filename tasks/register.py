@@ -18,6 +18,7 @@ from serving.predictor import OnnxTextClassifier
 from tuneline import registry
 from tuneline.config import CompressParams, Params
 from tuneline.errors import UnsafeArtifactError
+from tuneline.io import md5_file
 from tuneline.lineage import lineage_tags
 from tuneline.models import check_safe_model_dir
 
@@ -34,6 +35,7 @@ class RegisteredVersion:
     version: str
     uri: str
     run_id: str
+    reused: bool = False  # the same ONNX file on the same test split was already registered
 
 
 def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bool:
@@ -120,8 +122,13 @@ def register_variant(
     extra = sorted(str(p) for p in onnx_dir.iterdir() if p.is_file() and p.name != "model.onnx")
 
     tags = lineage_tags(project_root)
+    onnx_md5 = md5_file(onnx_dir / "model.onnx")
+    existing = find_registered(name, onnx_md5, tags.get("data_md5_test", ""))
+    if existing is not None:
+        return existing
     tags.update(
         {
+            "onnx_md5": onnx_md5,
             "finetune_run_id": finetune_run_id or "",
             "variant_run_id": variant_run_id or "",
             "variant_name": str(variant.get("name", onnx_dir.name)),
@@ -163,6 +170,28 @@ def register_variant(
         lambda: mlc.set_registered_model_alias(name, registry.CHALLENGER, version)
     )
     return RegisteredVersion(name, version, f"models:/{name}/{version}", run.info.run_id)
+
+
+def find_registered(name: str, onnx_md5: str, test_md5: str) -> RegisteredVersion | None:
+    """An existing version with this exact ONNX file and test split (a cached rerun), if any.
+
+    Registering it again would only add a duplicate version and a needless gate.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlc = registry.client()
+    try:
+        versions = registry.with_retries(
+            lambda: mlc.search_model_versions(f"name = '{name}'", max_results=1000)
+        )
+    except MlflowException:
+        return None
+    for mv in sorted(versions, key=lambda v: -int(v.version)):
+        if mv.tags.get("onnx_md5") == onnx_md5 and mv.tags.get("data_md5_test") == test_md5:
+            return RegisteredVersion(
+                name, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id or "", True
+            )
+    return None
 
 
 @task(name="register-variant", retries=0)

@@ -33,6 +33,10 @@ def prefect_env() -> None:
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
     if get_settings().prefect_api_url:
         os.environ["PREFECT_API_URL"] = get_settings().prefect_api_url
+    elif "PREFECT_API_URL" not in os.environ:
+        server = get_settings().running_service("prefect")
+        if server is not None:  # `tuneline up` is running: runs show in its UI
+            os.environ["PREFECT_API_URL"] = f"{server}/api"
 
 
 def fail(exc: TunelineError) -> None:
@@ -121,6 +125,59 @@ def stage(
             encoding="utf-8",
         )
         fail(exc)
+
+
+@app.command()
+def up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 240.0,
+) -> None:
+    """Start a local Prefect server and MLflow tracking server (127.0.0.1, state in .tuneline/)."""
+    from tuneline.services import start
+    from tuneline.settings import get_settings
+
+    try:
+        services = start(get_settings().root, timeout)
+    except TunelineError as exc:
+        fail(exc)
+        return
+    for service in services.values():
+        typer.echo(f"{service.name:8s} UI: {service.url}")
+    typer.echo("tuneline commands now use these servers; `tuneline down` stops them.")
+
+
+@app.command()
+def down() -> None:
+    """Stop the servers started by `tuneline up`."""
+    from tuneline.services import stop
+    from tuneline.settings import get_settings
+
+    stopped = stop(get_settings().root)
+    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def schedule(
+    root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
+) -> None:
+    """Serve the retraining deployment on its cron schedule (params.retrain) until Ctrl-C."""
+    from tuneline.config import load_params
+
+    try:
+        params = load_params(root)
+    except TunelineError as exc:
+        fail(exc)
+        return
+    prefect_env()
+    from prefect import serve
+
+    from flows.retraining import build_deployment
+
+    deployment = build_deployment(str(root.resolve()), params)
+    typer.echo(
+        f"serving deployment '{params.retrain.deployment}' on cron '{params.retrain.cron}' "
+        f"({params.retrain.timezone}); see it in the Prefect UI (`tuneline up`)"
+    )
+    serve(deployment)
 
 
 def _register_commands() -> None:

@@ -155,6 +155,12 @@ class ServeParams(_Frozen):
     num_threads: int = Field(1, ge=1)
 
 
+class RetrainParams(_Frozen):
+    cron: str = "0 3 * * 1"
+    deployment: str = "tuneline-retraining"
+    timezone: str = "UTC"
+
+
 class Params(_Frozen):
     """Every setting of the pipeline, validated and frozen."""
 
@@ -164,6 +170,7 @@ class Params(_Frozen):
     compress: CompressParams = CompressParams()
     gate: GateParams = GateParams()
     serve: ServeParams = ServeParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

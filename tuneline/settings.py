@@ -27,7 +27,19 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
+        service = self.running_service("mlflow")
+        if service is not None:  # `tuneline up` is running: share its server
+            return service
         return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def running_service(self, name: str) -> str | None:
+        """URL of a service started by `tuneline up` that still answers, else None."""
+        from tuneline.services import running, state_path
+
+        if not state_path(self.root).exists():
+            return None
+        found = running(self.root).get(name)
+        return found.url if found else None
 
     @property
     def artifact_root(self) -> Path:
