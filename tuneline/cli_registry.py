@@ -22,6 +22,9 @@ def register_cli(app: typer.Typer) -> None:
         root: Path = typer.Option(Path("."), help="project directory"),
     ) -> None:
         """Run the promotion gate for VERSION; promote it to @champion if it passes."""
+        from tuneline.cli import prefect_env
+
+        prefect_env()  # Prefect's local server needs a longer start-up timeout on small machines
         from flows.promotion import promotion_flow
 
         try:
