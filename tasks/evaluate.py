@@ -126,4 +126,4 @@ def plot_confusion(predictions_path: Path, labels: list[str], target: Path) -> n
     return matrix
 
 
-evaluate_classifier = task(evaluate_model, name="evaluate_classifier", cache_policy=NO_CACHE)
+evaluate_classifier = task(name="evaluate-classifier", cache_policy=NO_CACHE)(evaluate_model)

@@ -253,6 +253,7 @@ def _spec(
     }
 
 
-finetune_classifier = task(
-    finetune_model, name="finetune-classifier", retries=0, cache_policy=NO_CACHE
+# Never retried: a failed training run is a finding, not a flaky I/O call.
+finetune_classifier = task(name="finetune-classifier", retries=0, cache_policy=NO_CACHE)(
+    finetune_model
 )

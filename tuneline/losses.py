@@ -35,7 +35,7 @@ def classification_loss(
     weight: torch.Tensor | None = None,
     gamma: float = 2.0,
 ) -> torch.Tensor:
-    """Mean loss over the batch.
+    """Mean loss over the batch (weights scale each example; the mean is over examples).
 
     Args:
         logits: [batch, num_labels].
@@ -55,7 +55,11 @@ def classification_loss(
     if kind == "weighted_ce":
         if weight is None:
             raise ValueError("weighted_ce needs class weights")
-        return F.cross_entropy(logits, targets, weight=weight)
+        # A plain mean of weighted per-example losses, not torch's sum(w*l)/sum(w): the mean
+        # of equal-sized shards' losses then equals the whole batch's, so DDP (which averages
+        # shard gradients) trains exactly like one process at the same global batch.
+        per_example = F.cross_entropy(logits, targets, reduction="none")
+        return (per_example * weight[targets]).mean()
     if kind == "focal":
         log_p = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
         focal = -((1.0 - log_p.exp()) ** gamma) * log_p

@@ -53,7 +53,7 @@ def precision_flags(choice: str, cuda: bool, bf16_ok: bool) -> tuple[bool, bool]
     return choice == "bf16", choice == "fp16"
 
 
-class TextDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class TextDataset(torch.utils.data.Dataset):
     """Pre-tokenised rows; padding happens per batch in the collator (dynamic padding)."""
 
     def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_len: int):
@@ -151,6 +151,7 @@ def build_model(
     `tasks.finetune.tiny_tokenizer`): retraining it here could give each rank other token ids.
     """
     source = resolve_source(tp.model)
+    model: Any
     if source == TINY:
         model, tokenizer = build_tiny_bert(texts, labels, tp)
         if tokenizer_dir:
