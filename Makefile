@@ -29,9 +29,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-reliability: $(STAMP)
-	$(PY) -m pytest -m "reliability" $(PYTEST_ARGS)
+RELIABILITY_OUT ?= benchmarks/results/reliability
 
+# every reliability test (the long ones too) and the report: $(RELIABILITY_OUT)/reliability.{md,json}
+reliability: $(STAMP)
+	@mkdir -p $(RELIABILITY_OUT) && rm -f $(RELIABILITY_OUT)/*.json $(RELIABILITY_OUT)/*.md $(RELIABILITY_OUT)/junit.xml
+	TUNELINE_RELIABILITY_OUT=$(abspath $(RELIABILITY_OUT)) $(PY) -m pytest -m "reliability" \
+		--junitxml=$(RELIABILITY_OUT)/junit.xml $(PYTEST_ARGS); rc=$$?; \
+		$(PY) benchmarks/reliability_report.py $(RELIABILITY_OUT); exit $$rc
+
+# figures under benchmarks/results/: fine-tune throughput, inference variants, pipeline wall time
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

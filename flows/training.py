@@ -8,7 +8,13 @@ from prefect import flow
 
 from flows.promotion import release_variant
 from tasks.compress import compress_model
-from tasks.data_stages import ingest_stage, prepare_stage, push_data, validate_stage
+from tasks.data_stages import (
+    ingest_stage,
+    prepare_stage,
+    push_data,
+    validate_stage,
+    verify_data,
+)
 from tasks.evaluate import evaluate_classifier
 from tasks.finetune import finetune_classifier
 from tasks.plan import plan_runs
@@ -50,7 +56,8 @@ def training_flow(
     ingested = ingest_stage(root, force=force_ingest)
     validated = validate_stage(root, wait_for=[ingested])
     prepared = prepare_stage(root, wait_for=[validated])
-    push_data(root, wait_for=[prepared])
+    pushed = push_data(root, wait_for=[prepared])
+    verified = verify_data(root, wait_for=[pushed])  # re-hash, never trust mtime
     prepared_dir = root / "data" / "prepared"
     splits = read_prepared(prepared_dir)
     summary = PipelineSummary(
@@ -62,7 +69,13 @@ def training_flow(
     if data_only:
         return summary
     dirs = plan_runs(root, prepared_dir, params, get_settings().runs_dir)
-    tuned = finetune(prepared_dir, params, output_dir=Path(dirs.finetune), project_root=root)
+    tuned = finetune(
+        prepared_dir,
+        params,
+        output_dir=Path(dirs.finetune),
+        project_root=root,
+        wait_for=[verified],
+    )
     evaluated = evaluate(Path(tuned.model_dir), prepared_dir / "test.parquet", list(splits.labels))
     compressed = compress(
         Path(tuned.model_dir),

@@ -58,6 +58,19 @@ Texts = Annotated[
 ]
 
 
+# serve.max_batch_size 1 means "no adaptive batching": BentoML refuses a batchable API with
+# max_batch_size < 2 (the service would not even import), so batching is switched off instead.
+BATCHING: dict[str, Any] = (
+    {
+        "batchable": True,
+        "max_batch_size": int(CONFIG["max_batch_size"]),
+        "max_latency_ms": int(CONFIG["max_latency_ms"]),
+    }
+    if int(CONFIG["max_batch_size"]) > 1
+    else {"batchable": False}
+)
+
+
 class PredictionOut(BaseModel):
     label: str
     label_id: int
@@ -105,12 +118,7 @@ class Classifier:
     def __is_ready__(self) -> bool:
         return self.model is not None
 
-    @bentoml.api(
-        route="/predict",
-        batchable=True,
-        max_batch_size=int(CONFIG["max_batch_size"]),
-        max_latency_ms=int(CONFIG["max_latency_ms"]),
-    )
+    @bentoml.api(route="/predict", **BATCHING)
     def predict(self, texts: Texts) -> list[PredictionOut]:
         """Classify texts: one {label, label_id, probabilities} per text, in order."""
         preds = self.model.predict(texts)

@@ -49,7 +49,7 @@ def augment_text(
     text: str, method: str, rate: float, rng: np.random.Generator, th: Thesaurus
 ) -> str:
     words = text.split(" ")
-    n = max(1, int(round(rate * len(words))))
+    n = max(1, round(rate * len(words)))
     ops: dict[str, Callable[[], list[str]]] = {
         "synonym": lambda: synonym_replace(words, n, rng, th),
         "swap": lambda: random_swap(words, n, rng),

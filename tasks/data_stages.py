@@ -102,3 +102,15 @@ def push_data(root: Path) -> str:
     if proc.returncode != 0:
         raise TunelineError(f"dvc push failed: {proc.stderr.strip()[-2000:]}")
     return remote
+
+
+@task(name="verify-splits")
+def verify_data(root: Path, remote: str | None = None) -> dict[str, str]:
+    """Re-hash the splits (workspace, cache, optionally the remote) against dvc.lock.
+
+    Raises:
+        DataValidationError: a split differs from dvc.lock (file and both md5s named).
+    """
+    from tuneline.lineage import verify_splits
+
+    return verify_splits(root, cache=True, remote=remote)

@@ -180,7 +180,17 @@ def data_committed(project_root: Path | str) -> tuple[bool, str]:
         for key, changes in status.items()
         if str(PREPARED) in key or str(PREPARED) in json.dumps(changes) or "split" in key
     ]
-    return (not dirty, f"dvc status dirty for {dirty}" if dirty else "dvc status clean")
+    if dirty:
+        return False, f"dvc status dirty for {dirty}"
+    # dvc status trusts size + mtime; re-hash every byte so an in-place edit cannot pass
+    from tuneline.errors import DataValidationError
+    from tuneline.lineage import verify_splits
+
+    try:
+        verify_splits(root, cache=False)
+    except DataValidationError as exc:
+        return False, "; ".join(exc.failures)
+    return True, "dvc status clean and every split re-hashes to its dvc.lock md5"
 
 
 def score_variant(

@@ -55,8 +55,8 @@ def stratified_split(
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
-        n_test = max(1, int(round(len(idx) * test_fraction)))
-        n_val = max(1, int(round(len(idx) * val_fraction)))
+        n_test = max(1, round(len(idx) * test_fraction))
+        n_val = max(1, round(len(idx) * val_fraction))
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
@@ -71,7 +71,7 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     keep = []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
-        k = max(2, int(round(n * len(idx) / len(labels))))
+        k = max(2, round(n * len(idx) / len(labels)))
         keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
 

@@ -123,7 +123,7 @@ def register_variant(
 
     tags = lineage_tags(project_root)
     onnx_md5 = md5_file(onnx_dir / "model.onnx")
-    existing = find_registered(name, onnx_md5, tags.get("data_md5_test", ""))
+    existing = find_registered(name, onnx_md5, tags.get("data_md5_test", ""), variant_run_id)
     if existing is not None:
         return existing
     tags.update(
@@ -172,8 +172,11 @@ def register_variant(
     return RegisteredVersion(name, version, f"models:/{name}/{version}", run.info.run_id)
 
 
-def find_registered(name: str, onnx_md5: str, test_md5: str) -> RegisteredVersion | None:
-    """An existing version with this exact ONNX file and test split (a cached rerun), if any.
+def find_registered(
+    name: str, onnx_md5: str, test_md5: str, variant_run_id: str | None
+) -> RegisteredVersion | None:
+    """The version already registered from this very variant run (a cached rerun), if any:
+    same variant run, same ONNX file, same test split.
 
     Registering it again would only add a duplicate version and a needless gate.
     """
@@ -187,7 +190,12 @@ def find_registered(name: str, onnx_md5: str, test_md5: str) -> RegisteredVersio
     except MlflowException:
         return None
     for mv in sorted(versions, key=lambda v: -int(v.version)):
-        if mv.tags.get("onnx_md5") == onnx_md5 and mv.tags.get("data_md5_test") == test_md5:
+        same_run = mv.tags.get("variant_run_id", "") == (variant_run_id or "")
+        if (
+            same_run
+            and mv.tags.get("onnx_md5") == onnx_md5
+            and mv.tags.get("data_md5_test") == test_md5
+        ):
             return RegisteredVersion(
                 name, str(mv.version), f"models:/{name}/{mv.version}", mv.run_id or "", True
             )

@@ -13,8 +13,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # what a project workspace needs for DVC stages to run (their code deps are paths in it)
-WORKSPACE_ITEMS = ("dvc.yaml", "params.yaml", "configs", "tasks", "tuneline", "flows", "serving",
-                   ".dvcignore")
+WORKSPACE_ITEMS = (
+    "dvc.yaml",
+    "params.yaml",
+    "configs",
+    "tasks",
+    "tuneline",
+    "flows",
+    "serving",
+    ".dvcignore",
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

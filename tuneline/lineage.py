@@ -75,3 +75,76 @@ def lineage_tags(root: Path | str = ".") -> dict[str, str]:
     result = validation_result(root)
     tags["data_validation"] = "passed" if result.get("success") else "missing_or_failed"
     return tags
+
+
+def _locked_outs(root: Path) -> dict[str, str]:
+    """path -> md5 of every file output recorded in dvc.lock (directories skipped)."""
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return {}
+    data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    outs: dict[str, str] = {}
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs", []):
+            md5 = str(out.get("md5", ""))
+            if md5 and not md5.endswith(".dir"):
+                outs[str(out["path"])] = md5
+    return outs
+
+
+def _object_path(store: Path, md5: str) -> Path:
+    # DVC 3 content-addressed layout, shared by the cache and a directory remote.
+    return store / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def verify_splits(
+    root: Path | str = ".", *, cache: bool = True, remote: Path | str | None = None
+) -> dict[str, str]:
+    """Re-hash every split against dvc.lock: the workspace file and, optionally, its cache
+    and remote objects.
+
+    `dvc status` trusts a file whose size and mtime match its state-DB entry, so a byte
+    changed in place (mtime restored) or a rotten cache object goes unseen by it; this reads
+    every byte. Call it before fine-tuning.
+
+    Args:
+        root: the DVC project.
+        cache: also check the split's object in the DVC cache (.dvc/cache), when present.
+        remote: a directory remote to check too (its objects must exist and match).
+
+    Returns:
+        split name -> md5 (as recorded in dvc.lock, now verified).
+
+    Raises:
+        DataValidationError: naming every bad file with the expected and the actual md5
+            (or what is missing).
+    """
+    from tuneline.errors import DataValidationError
+
+    root = Path(root)
+    locked = {
+        Path(p).stem: (Path(p), md5)
+        for p, md5 in _locked_outs(root).items()
+        if Path(p).parent == PREPARED and Path(p).stem in SPLITS
+    }
+    failures = [f"{s}: not recorded in dvc.lock" for s in SPLITS if s not in locked]
+    for rel, expected in sorted(locked.values()):
+        places: list[tuple[str, Path, bool]] = [("workspace", root / rel, True)]
+        if cache:
+            places.append(("cache", _object_path(root / ".dvc" / "cache", expected), False))
+        if remote is not None:
+            places.append(("remote", _object_path(Path(remote), expected), True))
+        for where, path, required in places:
+            if not path.is_file():
+                if required:
+                    failures.append(f"{where} {path}: missing (dvc.lock md5 {expected})")
+                continue
+            actual = md5_file(path)
+            if actual != expected:
+                failures.append(
+                    f"{where} {path}: md5 {actual} != dvc.lock md5 {expected} "
+                    f"({path.stat().st_size} bytes)"
+                )
+    if failures:
+        raise DataValidationError(failures)
+    return {split: md5 for split, (_, md5) in locked.items()}

@@ -193,7 +193,13 @@ def move_champion(name: str, to_version: str, expected: str | None) -> AliasMove
         with_retries(lambda: mlc.set_registered_model_alias(name, CHAMPION, to_version))
         history = champion_history(name)
         if observed is not None and (not history or history[-1] != observed):
-            history.append(observed)  # champion set outside tuneline: keep it reachable
+            # Champion set outside tuneline, or a crash between an alias set and its history
+            # write: keep it reachable, once (a rerun promoting it again must not add it twice,
+            # or a rollback would "move" the champion onto itself).
+            history.append(observed)
+            if to_version == observed:
+                _set_history(name, history)
+                return AliasMove("moved", name, observed, to_version, observed)
         _set_history(name, [*history, to_version])
     return AliasMove("moved", name, observed, to_version, observed)
 

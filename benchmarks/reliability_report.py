@@ -1,0 +1,182 @@
+"""Collect the reliability suite's figures into one report: reliability.json + reliability.md.
+
+Inputs, all in one directory (default benchmarks/results/reliability/, where
+`make reliability` points TUNELINE_RELIABILITY_OUT and pytest's --junitxml):
+  junit.xml                 every test's outcome
+  serving-load.json         steady / 3x overload / burst / recovery phases
+  serving-efficiency.json   HTTP vs in-process ORT, batching on vs off
+  contention-<P>x<R>.json   registry compare-and-set under contention
+  fuzz-<mode>.json          schemathesis status counts
+A missing input is reported as "not run", never invented.
+
+Usage: python benchmarks/reliability_report.py [RESULTS_DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "results" / "reliability"
+STATUS_NOTE = (
+    "Status classes: 2xx accepted; 429 (BentoML max_concurrency) and 503 (adaptive batching "
+    "overload) = shed, the designed answer to overload; any other 5xx (500/502/504) = server "
+    "error, required to be 0; 408 and other 4xx = client errors; timeout / conn_error = the "
+    "client gave up."
+)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def test_outcomes(junit: Path) -> list[dict[str, Any]]:
+    if not junit.exists():
+        return []
+    out = []
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped":
+                outcome = "skipped"
+        out.append(
+            {
+                "module": case.get("classname", "").rsplit(".", 1)[-1],
+                "name": case.get("name", ""),
+                "outcome": outcome,
+                "seconds": float(case.get("time", 0) or 0),
+            }
+        )
+    return out
+
+
+def collect(results: Path) -> dict[str, Any]:
+    return {
+        "tests": test_outcomes(results / "junit.xml"),
+        "serving_load": read_json(results / "serving-load.json"),
+        "serving_efficiency": read_json(results / "serving-efficiency.json"),
+        "contention": {
+            p.stem: {k: v for k, v in read_json(p).items() if k != "by_round"}
+            for p in sorted(results.glob("contention-*.json"))
+        },
+        "fuzz": {p.stem: read_json(p) for p in sorted(results.glob("fuzz-*.json"))},
+        "status_classes": STATUS_NOTE,
+    }
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Reliability report", "", STATUS_NOTE, ""]
+    tests = report["tests"]
+    lines += ["## Tests", ""]
+    if tests:
+        by_module: dict[str, dict[str, int]] = {}
+        for t in tests:
+            counts = by_module.setdefault(t["module"], {"passed": 0, "failed": 0, "skipped": 0})
+            counts[t["outcome"]] += 1
+        lines += ["| module | passed | failed | skipped |", "| --- | ---: | ---: | ---: |"]
+        for module, c in sorted(by_module.items()):
+            lines.append(f"| {module} | {c['passed']} | {c['failed']} | {c['skipped']} |")
+        failed = [t for t in tests if t["outcome"] == "failed"]
+        if failed:
+            lines += ["", "Failed: " + ", ".join(f"`{t['module']}::{t['name']}`" for t in failed)]
+    else:
+        lines.append("not run (no junit.xml)")
+    lines += ["", "## Serving load (open loop, latency from scheduled send time)", ""]
+    load = report["serving_load"]
+    if load:
+        lines.append(
+            f"Capacity (closed loop, 16 in flight): {fmt(load['capacity_rps'])} requests/s "
+            f"of {load['texts_per_request']} texts each."
+        )
+        lines += [
+            "",
+            "| phase | offered rps | sent | accepted | shed 429/503 | 5xx errors | other | "
+            "throughput rps | p50 ms | p95 ms | p99 ms | max ms | wall s | send lag p99 ms "
+            "| statuses |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | --- |",
+        ]
+        for name, p in load["phases"].items():
+            lines.append(
+                f"| {name} | {fmt(p['offered_rps'])} | {p['sent']} | {p['accepted']} | "
+                f"{p['shed']} | {p['server_errors']} | {p['client_errors']} | "
+                f"{fmt(p['throughput_rps'])} | {fmt(p['p50_ms'])} | {fmt(p['p95_ms'])} | "
+                f"{fmt(p['p99_ms'])} | {fmt(p['max_ms'])} | {fmt(p.get('wall_s'))} | "
+                f"{fmt(p.get('send_lag_p99_ms'))} | {json.dumps(p['statuses'])} |"
+            )
+    else:
+        lines.append("not run")
+    lines += ["", "## Serving efficiency (measured, not asserted)", ""]
+    eff = report["serving_efficiency"]
+    if eff:
+        on, off = eff["batching_on"], eff["batching_off"]
+        lines += [
+            "| figure | value | target |",
+            "| --- | ---: | ---: |",
+            f"| in-process ORT, requests/s (1 thread) | {fmt(eff['inprocess_ort_rps'])} | |",
+            f"| HTTP at p99 <= {fmt(eff['p99_bound_ms'], 0)} ms, batching on, requests/s | "
+            f"{fmt(on['throughput_rps'])} (p99 {fmt(on['p99_ms'])} ms) | |",
+            f"| HTTP at p99 <= {fmt(eff['p99_bound_ms'], 0)} ms, batching off, requests/s | "
+            f"{fmt(off['throughput_rps'])} (p99 {fmt(off['p99_ms'])} ms) | |",
+            f"| HTTP / in-process | {fmt(eff['http_over_inprocess'], 2)} | >= 0.8 |",
+            f"| batching on / off at equal p99 | {fmt(eff['batching_on_over_off'], 2)} | >= 1.5 |",
+        ]
+    else:
+        lines.append("not run")
+    lines += ["", "## Registry under contention (MLflow server on SQLite)", ""]
+    if report["contention"]:
+        lines += [
+            "| run | attempts | moves | lost_race | errors | rounds with exactly one move | "
+            "'database is locked' in server log | attempt p50 s | attempt max s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for c in report["contention"].values():
+            lines.append(
+                f"| {c['procs']} procs x {c['rounds']} rounds | {c['attempts']} | {c['moves']} | "
+                f"{c['lost_race']} | {len(c['errors'])} | {c['rounds_with_exactly_one_move']}"
+                f"/{c['rounds']} | {c['server_database_locked_lines']} | "
+                f"{fmt(c['attempt_p50_s'], 2)} | {fmt(c['attempt_max_s'], 2)} |"
+            )
+    else:
+        lines.append("not run")
+    lines += ["", "## Fuzzing (schemathesis, from /docs.json)", ""]
+    if report["fuzz"]:
+        lines += ["| target | calls | 5xx | statuses |", "| --- | ---: | ---: | --- |"]
+        for f in report["fuzz"].values():
+            statuses = {int(k): v for k, v in f["statuses"].items()}
+            fivexx = sum(v for k, v in statuses.items() if k >= 500)
+            lines.append(
+                f"| {f['mode']} | {sum(statuses.values())} | {fivexx} | "
+                f"{json.dumps(f['statuses'])} |"
+            )
+    else:
+        lines.append("not run")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    results = Path(args[0]) if args else DEFAULT_DIR
+    results.mkdir(parents=True, exist_ok=True)
+    report = collect(results)
+    (results / "reliability.json").write_text(json.dumps(report, indent=2, default=str))
+    (results / "reliability.md").write_text(markdown(report))
+    print(f"wrote {results / 'reliability.md'} and {results / 'reliability.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""Shared helpers for tests that need a tiny ONNX variant, a DVC-committed project or a
+served Bento: synthetic two-class data, `make_project`, `build_variant`, `build_variant_bento`
+and `served` (a Bento on a free loopback port, its process group always killed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tuneline.config import Params
+
+HAM = [
+    "meeting",
+    "lunch",
+    "tomorrow",
+    "office",
+    "project",
+    "report",
+    "team",
+    "schedule",
+    "call",
+    "family",
+    "dinner",
+]
+SPAM = [
+    "win",
+    "prize",
+    "free",
+    "cash",
+    "claim",
+    "offer",
+    "urgent",
+    "click",
+    "money",
+    "lottery",
+    "winner",
+    "reward",
+]
+
+
+def synthetic(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(SPAM if label else HAM) for _ in range(rng.randint(4, 10))]
+        rows.append({"text": " ".join(words), "label": label, "augmented": False})
+    return pd.DataFrame(rows).astype({"label": "int64"})
+
+
+def make_project(root: Path) -> None:
+    """Prepared splits + validation report, committed with DVC (dvc.lock holds their md5s)."""
+    prepared = root / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    for name, n, seed in (("train", 200, 1), ("val", 40, 2), ("test", 80, 3)):
+        synthetic(n, seed).to_parquet(prepared / f"{name}.parquet", index=False)
+    (prepared / "labels.json").write_text(json.dumps({"labels": ["ham", "spam"]}))
+    (root / "data" / "validated").mkdir(parents=True)
+    (root / "data" / "validated" / "report.json").write_text(json.dumps({"success": True}))
+    outs = "".join(f"      - data/prepared/{s}.parquet\n" for s in ("train", "val", "test"))
+    (root / "dvc.yaml").write_text(f"stages:\n  split:\n    cmd: 'true'\n    outs:\n{outs}")
+    for cmd in (["init", "--no-scm", "-q"], ["commit", "-f", "-q", "split"]):
+        subprocess.run([sys.executable, "-m", "dvc", *cmd], cwd=root, check=True, timeout=180)
+
+
+def build_variant(root: Path, out: Path, params: Params, *, shuffle: bool, steps: int) -> Path:
+    """A tiny BERT trained a few steps, exported to an ONNX variant directory."""
+    import torch
+
+    from tuneline.models import build_tiny_bert
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    train = pd.read_parquet(root / "data" / "prepared" / "train.parquet")
+    if shuffle:  # the deliberately worse candidate: labels carry no signal
+        train = train.assign(label=train["label"].sample(frac=1, random_state=7).to_numpy())
+    model, tok = build_tiny_bert(train["text"].tolist(), ["ham", "spam"], params.train)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for step in range(steps):
+        batch = train.sample(16, random_state=step)
+        enc = tok(batch["text"].tolist(), padding=True, truncation=True, return_tensors="pt")
+        model(**enc, labels=torch.tensor(batch["label"].to_numpy())).loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    out.mkdir(parents=True)
+    enc = tok(["win cash", "lunch at the office"], padding=True, return_tensors="pt")
+    dyn = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        Logits(model),
+        (enc["input_ids"], enc["attention_mask"]),
+        str(out / "model.onnx"),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    tok.save_pretrained(str(out))
+    (out / "labels.json").write_text(json.dumps({"labels": ["ham", "spam"]}))
+    variant = {
+        "name": "fp32",
+        "method": "onnx_fp32",
+        "metrics": {},
+        "parity": {"agreement": 1.0, "max_abs_logit": 1e-5},
+        "max_seq_len": params.train.max_seq_len,
+    }
+    (out / "variant.json").write_text(json.dumps(variant))
+    return out
+
+
+def build_variant_bento(variant_dir: Path, params: Params, *, name: str, version: str) -> str:
+    """Build a Bento for a variant directory without the registry (returns its tag)."""
+    from tasks.package import build_bento
+
+    return build_bento(variant_dir, name=name, version=version, params=params)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def served(
+    target: str,
+    log_path: Path,
+    *,
+    ready_timeout_s: float = 180,
+    model_dir: Path | None = None,
+    serve_config: Path | None = None,
+    env: dict[str, str] | None = None,
+    cpus: str | None = None,
+) -> Iterator[str]:
+    """Serve a built Bento (a tag) or the service from source, on a free 127.0.0.1 port.
+
+    Args:
+        target: a Bento tag, or "serving.service:Classifier" (then `model_dir` is required
+            and the service is imported from this checkout: no Bento build needed).
+        log_path: where the server's output goes (read on failure).
+        ready_timeout_s: how long to wait for /readyz.
+        model_dir: the ONNX variant to serve from source.
+        serve_config: a serve_config.json overriding the limits.
+        env: extra environment for the server.
+        cpus: pin the server and every process it spawns to these CPUs (taskset list).
+
+    Yields:
+        The base URL; the server's process group is killed on exit.
+    """
+    from tasks.package import bentoml_env
+    from tasks.promote import free_port, stop_group, wait_ready
+
+    port = free_port()
+    server_env = bentoml_env(**(env or {}))
+    if model_dir is not None:
+        server_env["TUNELINE_MODEL_DIR"] = str(model_dir)
+    if serve_config is not None:
+        server_env["TUNELINE_SERVE_CONFIG"] = str(serve_config)
+    cmd = [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1"]
+    cmd += ["--port", str(port)]
+    if cpus is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", cpus, *cmd]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            if not wait_ready(base, proc, ready_timeout_s):
+                raise RuntimeError(f"{target} not ready:\n{log_path.read_text()[-3000:]}")
+            yield base
+        finally:
+            stop_group(proc)
+
+
+def write_serve_config(path: Path, params: Params, **overrides: Any) -> Path:
+    """params.serve (plus overrides) as the serve_config.json the service reads."""
+    path.write_text(json.dumps({**params.serve.model_dump(), **overrides}))
+    return path
+
+
+def set_env(updates: dict[str, str | None]) -> dict[str, str | None]:
+    """Apply environment updates; returns the old values (None = was unset) for restore."""
+    old = {k: os.environ.get(k) for k in updates}
+    for key, value in updates.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return old
+
+
+def variant_labels(variant_dir: Path) -> list[str]:
+    labels: list[str] = json.loads((variant_dir / "labels.json").read_text())["labels"]
+    return labels
+
+
+__all__ = [
+    "HAM",
+    "SPAM",
+    "build_variant",
+    "build_variant_bento",
+    "make_project",
+    "served",
+    "set_env",
+    "synthetic",
+    "variant_labels",
+    "write_serve_config",
+]
