@@ -10,23 +10,6 @@ from typing import Any
 from tuneline.config import Params
 
 
-class _Rows:
-    """A map-style dataset of tokenized rows (the collator pads per batch)."""
-
-    def __init__(self, tokenizer: Any, texts: Sequence[str], labels: Sequence[int], max_len: int):
-        enc = tokenizer(list(texts), truncation=True, max_length=max_len)
-        self.rows = [
-            {"input_ids": ids, "attention_mask": mask, "labels": int(y)}
-            for ids, mask, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
-        ]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-
 def _trainer_args(out: str, params: Params, max_steps: int, epochs: float) -> Any:
     from transformers import TrainingArguments
 
@@ -95,7 +78,9 @@ def _train(
 ) -> Any:
     from transformers import DataCollatorWithPadding
 
-    data = _Rows(tokenizer, texts, labels, params.train.max_seq_len)
+    from tuneline.train_worker import TextDataset  # the fine-tune's own dataset: one definition
+
+    data = TextDataset(tokenizer, list(texts), list(labels), params.train.max_seq_len)
     with tempfile.TemporaryDirectory(prefix="tuneline-kd-") as out:
         trainer = trainer_cls(
             model=model,

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tuneline.config import TrainParams
@@ -111,7 +113,7 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
             cmd, cwd=cwd, env=worker_env(params), stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            rc = proc.wait()
+            rc = wait_with_progress(proc, log_path)
         except BaseException:
             # Interrupted (Ctrl-C, cancelled flow): never leave training running.
             with contextlib.suppress(ProcessLookupError):
@@ -124,6 +126,29 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
     if rc != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
         raise TrainingError(f"training failed (torchrun exit code {rc}); log {log_path}:\n{tail}")
+
+
+_STEP = re.compile(rb"(\d+)/(\d+) \[")
+
+
+def wait_with_progress(proc: subprocess.Popen[bytes], log_path: Path, every_s: float = 1.0) -> int:
+    """Wait for torchrun, mirroring the Trainer's step counter (written to the log) as a
+    progress bar on the console; a plain wait when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return proc.wait()
+    from tqdm import tqdm
+
+    with tqdm(desc="fine-tuning", unit="step", dynamic_ncols=True) as bar:
+        while proc.poll() is None:
+            with open(log_path, "rb") as fh:
+                fh.seek(max(0, log_path.stat().st_size - 4096))
+                found = _STEP.findall(fh.read())
+            if found:
+                done, total = (int(x) for x in found[-1])
+                bar.total = total
+                bar.update(done - bar.n)
+            time.sleep(every_s)
+    return int(proc.returncode)
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

@@ -55,12 +55,14 @@ def check_safe_model_dir(model_dir: Path | str) -> None:
             raise UnsafeArtifactError(
                 f"{path}: pickle-format weights are refused; use safetensors or ONNX"
             )
-    config = model_dir / "config.json"
-    if config.exists():
+    for name in ("config.json", "tokenizer_config.json"):
+        config = model_dir / name
+        if not config.exists():
+            continue
         cfg = json.loads(config.read_text(encoding="utf-8"))
         if cfg.get("auto_map") or cfg.get("trust_remote_code"):
             raise UnsafeArtifactError(
-                f"{config}: the model config asks for remote code (auto_map); refused"
+                f"{config}: asks for remote code (auto_map); refused, nothing was executed"
             )
 
 
