@@ -76,6 +76,17 @@ def describe_release(
         or "none",
         "gate": f"{released.outcome}: " + " | ".join(released.reasons),
         "champion": f"{released.name} version {released.champion} (bento {released.bento_tag})",
+        "pareto table (ONNX variants, same test split)": "\n" + compressed.pareto_md.strip(),
+        "MLflow UI": (
+            f"tuneline up  (or: mlflow ui --backend-store-uri {tracking_uri()} "
+            "--host 127.0.0.1 --port 5000)"
+        ),
         "serve": f"tuneline serve  ->  curl -s -X POST http://{serve.host}:{serve.port}/predict "
         "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'",
     }
+
+
+def tracking_uri() -> str:
+    from tuneline.settings import get_settings
+
+    return get_settings().tracking_uri

@@ -1,0 +1,49 @@
+"""The summary screen says what a newcomer needs: data version, metrics, choice, gate, serving."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import pytest
+
+from tuneline.summary import PipelineSummary, describe_release
+
+pytestmark = pytest.mark.unit
+
+
+def test_summary_screen_names_everything() -> None:
+    fp32 = NS(name="fp32", method="export", metrics={"accuracy": 0.98, "latency_p95_ms": 9.0})
+    int8 = NS(
+        name="int8_dynamic", method="quantize", metrics={"accuracy": 0.98, "latency_p95_ms": 3.0}
+    )
+    compressed = NS(
+        variants=(fp32, int8), chosen=int8, rejected={"fp32": "slower"}, pareto_md="| v | p95 |"
+    )
+    released = NS(
+        outcome="promoted", reasons=("PASS floors",), name="m", champion="4", bento_tag="b:1"
+    )
+    extra = describe_release(
+        NS(run_id="run1", metrics={"majority_baseline": 0.87}),
+        NS(metrics={"accuracy": 0.985, "macro_f1": 0.96}),
+        compressed,
+        released,
+        NS(serve=NS(host="127.0.0.1", port=3000)),
+    )
+    text = (
+        PipelineSummary({"train": "abc"}, {"train": 10}, {"rows_in": 12}, {"prepare": True})
+        .with_extra(extra)
+        .render()
+    )
+    for needle in (
+        "abc",
+        "0.9850",
+        "int8_dynamic",
+        "3.00x vs ONNX FP32",
+        "| v | p95 |",
+        "promoted: PASS floors",
+        "version 4",
+        "mlflow ui",
+        "curl",
+        "stages run: prepare",
+    ):
+        assert needle in text, needle
