@@ -121,7 +121,7 @@ def test_first_candidate_is_promoted_with_lineage(promoted: Env) -> None:
     assert registry.alias_version(MODEL, "champion") == result.version
     assert registry.alias_version(MODEL, "challenger") == result.version
     tags = registry.version_tags(MODEL, result.version)
-    assert tags["finetune_run_id"] == "ft-good" and tags["variant_run_id"] == "var-good"
+    assert tags["finetune_run_id"] == "ft-good-1" and tags["variant_run_id"] == "var-good-1"
     assert tags["data_validation"] == "passed" and tags["parity_passed"] == "true"
     assert all(not tags[f"data_md5_{s}"].startswith("unlocked") for s in ("train", "val", "test"))
     assert "git_commit" in tags and tags["bento_tag"] == promoted.bento_tag
