@@ -26,6 +26,8 @@ def prefect_env() -> None:
 
     home = get_settings().root
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    # Prefect creates its home without parents; on a fresh clone .tuneline/ does not exist yet
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
