@@ -35,3 +35,15 @@ def test_bad_option_value_is_refused_without_touching_params(tmp_path, monkeypat
     assert result.exit_code == 2
     assert "profile 'nope' not found" in result.output
     assert (tmp_path / "params.yaml").read_text() == before
+
+
+def test_prefect_home_is_created_on_a_fresh_clone(tmp_path, monkeypatch) -> None:
+    from tuneline.cli import prefect_env
+
+    monkeypatch.setenv("TUNELINE_HOME", str(tmp_path / "fresh" / ".tuneline"))
+    monkeypatch.delenv("PREFECT_HOME")
+    for key in ("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "PREFECT_API_URL"):
+        monkeypatch.setenv(key, "x")
+        monkeypatch.delenv(key)
+    prefect_env()
+    assert (tmp_path / "fresh" / ".tuneline" / "prefect").is_dir()
