@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.evaluate import evaluate_model, plot_confusion
+from tuneline import registry
 from tuneline.checkpoints import latest_complete, list_checkpoints, remove_partial
 from tuneline.config import Params
 from tuneline.errors import TrainingError
@@ -79,14 +80,6 @@ def _flat(prefix: str, obj: Any) -> dict[str, str]:
     return {prefix: str(obj)[:6000]}
 
 
-def _experiment_id(client: Any) -> str:
-    found = client.get_experiment_by_name(EXPERIMENT)
-    if found is not None:
-        return str(found.experiment_id)
-    artifacts = get_settings().artifact_root
-    return str(client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri()))
-
-
 def _open_run(
     client: Any, output_dir: Path, params: Params, project_root: Path, fp: str, resume: Path | None
 ) -> str:
@@ -98,7 +91,7 @@ def _open_run(
         client.set_tag(run_id, "resumed_from", resume.name)
         return str(run_id)
     tags = {**lineage_tags(project_root), "step": "finetune", "model": params.train.model}
-    run = client.create_run(_experiment_id(client), tags=tags, run_name="finetune")
+    run = client.create_run(registry.experiment_id(EXPERIMENT), tags=tags, run_name="finetune")
     run_id = run.info.run_id
     from mlflow.entities import Param
 

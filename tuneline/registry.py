@@ -74,16 +74,23 @@ def with_retries(fn: Callable[[], T], attempts: int = 4, delay_s: float = 0.5) -
 
 
 def experiment_id(name: str) -> str:
-    """Id of the named experiment, created if missing (a concurrent creator is tolerated)."""
+    """Id of the named experiment, created if missing (a concurrent creator is tolerated).
+
+    Every tuneline experiment keeps its artifacts under the settings' artifact root; without
+    an explicit location MLflow would put them in ./mlruns of whatever directory we run in.
+    """
     from mlflow.exceptions import MlflowException
 
     mlc = client()
+    location = get_settings().artifact_root.as_uri()
     for _ in range(2):
         experiment = with_retries(lambda: mlc.get_experiment_by_name(name))
         if experiment is not None:
             return str(experiment.experiment_id)
         try:
-            return str(with_retries(lambda: mlc.create_experiment(name)))
+            return str(
+                with_retries(lambda: mlc.create_experiment(name, artifact_location=location))
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

@@ -21,16 +21,6 @@ def _client() -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _experiment_id(client: Any) -> str:
-    from tuneline.settings import get_settings
-
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    if exp is not None:
-        return str(exp.experiment_id)
-    root = get_settings().artifact_root
-    return str(client.create_experiment(EXPERIMENT, artifact_location=root.as_uri()))
-
-
 def open_parent(parent_run_id: str | None) -> tuple[Any, str, str, bool]:
     """The client, the parent run id, its experiment id, and whether we created the parent.
 
@@ -40,7 +30,9 @@ def open_parent(parent_run_id: str | None) -> tuple[Any, str, str, bool]:
     if parent_run_id:
         exp_id = str(client.get_run(parent_run_id).info.experiment_id)
         return client, parent_run_id, exp_id, False
-    exp_id = _experiment_id(client)
+    from tuneline import registry
+
+    exp_id = registry.experiment_id(EXPERIMENT)
     run = client.create_run(exp_id, run_name="compress", tags={"tuneline.step": "compress"})
     return client, run.info.run_id, exp_id, True
 

@@ -128,6 +128,12 @@ def test_first_candidate_is_promoted_with_lineage(promoted: Env) -> None:
     assert any("no champion" in r for r in result.reasons)
     events = [(r["event"], r["outcome"]) for r in registry.read_audit()]
     assert ("gate", "passed") in events and ("promote", "promoted") in events
+    # the registered files live under the settings' artifact root, not ./mlruns of the cwd
+    from tuneline.settings import get_settings
+
+    version = registry.client().get_model_version(MODEL, result.version)
+    artifact_uri = registry.client().get_run(version.run_id).info.artifact_uri
+    assert artifact_uri.startswith(get_settings().artifact_root.as_uri()), artifact_uri
 
 
 def test_registry_holds_no_pickle(promoted: Env, tmp_path: Path) -> None:
