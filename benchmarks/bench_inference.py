@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -28,39 +27,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.synthetic import LABELS, synthetic_rows, train_briefly  # noqa: E402
+
 SEQ = 128
-LABELS = ["ham", "spam"]
-HAM = [
-    "hello",
-    "mom",
-    "dinner",
-    "tonight",
-    "meeting",
-    "lunch",
-    "call",
-    "later",
-    "thanks",
-    "love",
-    "see",
-    "you",
-    "home",
-    "work",
-]
-SPAM = [
-    "free",
-    "prize",
-    "winner",
-    "cash",
-    "claim",
-    "urgent",
-    "offer",
-    "click",
-    "money",
-    "bonus",
-    "reward",
-    "txt",
-    "now",
-]
 
 
 def synthetic_prepared(root: Path, seed: int = 0) -> Path:
@@ -68,21 +37,13 @@ def synthetic_prepared(root: Path, seed: int = 0) -> Path:
     prepared = root / "data" / "prepared"
     prepared.mkdir(parents=True, exist_ok=True)
     for name, n, s in (("train", 320, seed + 1), ("val", 40, seed + 2), ("test", 200, seed + 3)):
-        rng = random.Random(s)
-        rows = []
-        for i in range(n):
-            label = i % 2
-            words = [rng.choice(SPAM if label else HAM) for _ in range(rng.randint(4, 40))]
-            rows.append({"text": " ".join(words), "label": label, "augmented": False})
-        pd.DataFrame(rows).astype({"label": "int64"}).to_parquet(prepared / f"{name}.parquet")
+        synthetic_rows(n, s, max_words=40).to_parquet(prepared / f"{name}.parquet")
     (prepared / "labels.json").write_text(json.dumps({"labels": LABELS}))
     return prepared
 
 
 def build_model(base: str, prepared: Path, out: Path, params: Any, steps: int) -> Path:
     """Train `base` (tiny-bert or minilm) for a few steps on the synthetic train split."""
-    import torch
-
     from tuneline.models import build_tiny_bert, load_pretrained, resolve_model_source
 
     train = pd.read_parquet(prepared / "train.parquet")
@@ -90,23 +51,9 @@ def build_model(base: str, prepared: Path, out: Path, params: Any, steps: int) -
         model, tok = build_tiny_bert(train["text"].tolist(), LABELS, params.train)
     else:
         model, tok = load_pretrained(resolve_model_source(base), LABELS)
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3 if base == "tiny-bert" else 5e-5)
-    model.train()
+    lr = 1e-3 if base == "tiny-bert" else 5e-5
     texts, labels = train["text"].tolist(), train["label"].tolist()
-    for step in range(steps):
-        idx = [(step * 16 + j) % len(texts) for j in range(16)]
-        enc = tok(
-            [texts[i] for i in idx],
-            padding=True,
-            truncation=True,
-            max_length=SEQ,
-            return_tensors="pt",
-        )
-        model(**enc, labels=torch.tensor([labels[i] for i in idx])).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
+    train_briefly(model, tok, texts, labels, steps=steps, lr=lr, max_length=SEQ)
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     (out / "labels.json").write_text(json.dumps({"labels": LABELS}))

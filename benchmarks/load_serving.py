@@ -24,6 +24,7 @@ import collections
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,38 +33,11 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.synthetic import HAM, SPAM
+
 SHED = (429, 503)
-WORDS = [
-    "win",
-    "prize",
-    "free",
-    "cash",
-    "claim",
-    "offer",
-    "urgent",
-    "click",
-    "money",
-    "lottery",
-    "winner",
-    "reward",
-    "meeting",
-    "lunch",
-    "tomorrow",
-    "office",
-    "project",
-    "report",
-    "team",
-    "schedule",
-    "call",
-    "family",
-    "dinner",
-    "the",
-    "a",
-    "of",
-    "and",
-    "to",
-    "in",
-]
+WORDS = HAM + SPAM
 
 
 def make_texts(n: int, words: int, seed: int = 0) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -18,45 +17,12 @@ from typing import Any
 
 import pandas as pd
 
+from tests.synthetic import HAM, SPAM, synthetic_rows
 from tuneline.config import Params
-
-HAM = [
-    "meeting",
-    "lunch",
-    "tomorrow",
-    "office",
-    "project",
-    "report",
-    "team",
-    "schedule",
-    "call",
-    "family",
-    "dinner",
-]
-SPAM = [
-    "win",
-    "prize",
-    "free",
-    "cash",
-    "claim",
-    "offer",
-    "urgent",
-    "click",
-    "money",
-    "lottery",
-    "winner",
-    "reward",
-]
 
 
 def synthetic(n: int, seed: int) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = [rng.choice(SPAM if label else HAM) for _ in range(rng.randint(4, 10))]
-        rows.append({"text": " ".join(words), "label": label, "augmented": False})
-    return pd.DataFrame(rows).astype({"label": "int64"})
+    return synthetic_rows(n, seed)
 
 
 def make_project(root: Path) -> None:

@@ -4,7 +4,6 @@ parity; a corrupted export raises ParityError; a collapsed variant is rejected; 
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -12,71 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.synthetic import LABELS, synthetic_rows, train_briefly
 from tuneline.config import Params, load_params
 from tuneline.errors import ParityError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-LABELS = ["ham", "spam"]
-HAM = [
-    "hello",
-    "mom",
-    "dinner",
-    "tonight",
-    "meeting",
-    "lunch",
-    "call",
-    "later",
-    "thanks",
-    "love",
-    "see",
-    "you",
-    "home",
-    "work",
-]
-SPAM = [
-    "free",
-    "prize",
-    "winner",
-    "cash",
-    "claim",
-    "urgent",
-    "offer",
-    "click",
-    "money",
-    "bonus",
-    "reward",
-    "txt",
-    "now",
-]
-
-
-def _rows(n: int, seed: int) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = [rng.choice(SPAM if label else HAM) for _ in range(rng.randint(4, 12))]
-        rows.append({"text": " ".join(words), "label": label, "augmented": False})
-    return pd.DataFrame(rows).astype({"label": "int64"})
-
-
-def _train_briefly(model, tokenizer, df: pd.DataFrame, steps: int = 40) -> None:
-    import torch
-
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    texts, labels = df["text"].tolist(), df["label"].tolist()
-    for step in range(steps):
-        idx = [(step * 16 + j) % len(texts) for j in range(16)]
-        enc = tokenizer([texts[i] for i in idx], padding=True, return_tensors="pt")
-        out = model(**enc, labels=torch.tensor([labels[i] for i in idx]))
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-    model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +45,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, params: Params, env: Pat
     root = tmp_path_factory.mktemp("proj")
     prepared = root / "data" / "prepared"
     prepared.mkdir(parents=True)
-    splits = {"train": _rows(240, 1), "val": _rows(40, 2), "test": _rows(80, 3)}
+    splits = {
+        "train": synthetic_rows(240, 1, 12),
+        "val": synthetic_rows(40, 2, 12),
+        "test": synthetic_rows(80, 3, 12),
+    }
     for name, df in splits.items():
         df.to_parquet(prepared / f"{name}.parquet", index=False)
     (prepared / "labels.json").write_text(json.dumps({"labels": LABELS}))
     model, tokenizer = build_tiny_bert(splits["train"]["text"].tolist(), LABELS, params.train)
-    _train_briefly(model, tokenizer, splits["train"])
+    train = splits["train"]
+    train_briefly(model, tokenizer, train["text"].tolist(), train["label"].tolist(), steps=40)
     model_dir = root / "model"
     model.save_pretrained(str(model_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(model_dir))
