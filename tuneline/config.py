@@ -151,7 +151,7 @@ class ServeParams(_Frozen):
     timeout_s: int = 30
     max_batch_size: int = 32
     max_latency_ms: int = 1000
-    max_concurrency: int = 32
+    max_concurrency: int = 64
     num_threads: int = Field(1, ge=1)
 
 
