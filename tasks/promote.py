@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import task
@@ -75,6 +75,42 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         proc.wait(timeout=grace_s)
 
 
+PR_SET_PDEATHSIG = 1
+_libc: Any = None
+
+
+def start_server(
+    cmd: list[str], *, env: dict[str, str], log: Any, cwd: Path | str | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group (so `stop_group` stops all of it) that is also
+    sent SIGTERM when this process dies first, e.g. a flow SIGKILLed during a smoke test.
+
+    The second part is Linux's PR_SET_PDEATHSIG, set in the child before exec; elsewhere
+    only the `finally` of the caller stops the server.
+    """
+    global _libc
+    if sys.platform.startswith("linux") and _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded here, not after fork
+    parent = os.getpid()
+
+    def tie_to_parent() -> None:  # runs in the child, between fork and exec
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=cwd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=tie_to_parent if _libc is not None else None,
+    )
+
+
 @contextlib.contextmanager
 def serve_bento(
     tag: str, *, port: int, host: str = "127.0.0.1", log_path: Path | None = None
@@ -82,9 +118,7 @@ def serve_bento(
     """Run `bentoml serve tag` in its own process group for the duration of the block."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
-    proc = subprocess.Popen(
-        cmd, env=bentoml_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = start_server(cmd, env=bentoml_env(), log=log)
     try:
         yield proc
     finally:

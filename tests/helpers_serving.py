@@ -133,7 +133,7 @@ def served(
         The base URL; the server's process group is killed on exit.
     """
     from tasks.package import bentoml_env
-    from tasks.promote import free_port, stop_group, wait_ready
+    from tasks.promote import free_port, start_server, stop_group, wait_ready
 
     port = free_port()
     server_env = bentoml_env(**(env or {}))
@@ -146,14 +146,7 @@ def served(
     if cpus is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", cpus, *cmd]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=REPO,
-            env=server_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = start_server(cmd, env=server_env, log=log, cwd=REPO)
         try:
             base = f"http://127.0.0.1:{port}"
             if not wait_ready(base, proc, ready_timeout_s):
