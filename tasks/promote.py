@@ -62,17 +62,28 @@ def free_port() -> int:
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """Stop a process started with start_new_session=True, and everything it spawned."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
+    """Stop a server started by `start_server`: its process group and every descendant
+    (BentoML's workers are session leaders of their own, outside the group)."""
+    import psutil
+
     try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=grace_s)
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+    # Descendants that outlived the parent's own shutdown.
+    _, alive = psutil.wait_procs(family, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 PR_SET_PDEATHSIG = 1

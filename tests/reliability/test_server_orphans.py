@@ -8,6 +8,7 @@ bounded wait, and its port closed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,19 +52,22 @@ SMOKE_SERVER = textwrap.dedent(
 )
 
 
-def session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes whose session id is `sid`."""
+def survivors(sid: int, marker: str | None = None) -> list[int]:
+    """Live (non-zombie) processes in session `sid`, or whose command line holds `marker`
+    (BentoML's workers run in sessions of their own)."""
     members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"
         state, session = fields[0], int(fields[3])
-        if session == sid and state != "Z":
+        mine = session == sid or (marker is not None and marker in cmdline)
+        if mine and state != "Z":
             members.append(int(entry.name))
     return members
 
@@ -86,10 +90,13 @@ def run_child(script: str, *args: str) -> list[str]:
     return proc.stdout.split()
 
 
-def wait_gone(sid: int, timeout_s: float) -> list[int]:
+def wait_gone(sid: int, timeout_s: float, marker: str | None = None) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while (left := session_members(sid)) and time.monotonic() < deadline:
+    while (left := survivors(sid, marker)) and time.monotonic() < deadline:
         time.sleep(0.5)
+    for pid in left:  # clean up after a failure
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     return left
 
 
@@ -102,8 +109,6 @@ def linux_only() -> None:
 def test_killed_parent_takes_its_server_down() -> None:
     pid = int(run_child(SLEEPER)[0])
     left = wait_gone(pid, 10)
-    if left:
-        os.killpg(pid, signal.SIGKILL)
     assert not left, f"orphaned processes of session {pid}: {left}"
 
 
@@ -117,8 +122,6 @@ def test_flow_killed_during_smoke_test_leaves_no_bento_server(tmp_path: Path) ->
     tag = build_variant_bento(variant, params, name="orphan-classifier", version=version)
     pid_text, port_text = run_child(SMOKE_SERVER, tag, str(tmp_path / "serve.log"))
     pid, port = int(pid_text), int(port_text)
-    left = wait_gone(pid, 60)
-    if left:
-        os.killpg(pid, signal.SIGKILL)
+    left = wait_gone(pid, 60, marker=tag)
     assert not left, f"orphaned server processes of session {pid}: {left}"
     assert not port_open(port), f"port {port} still answers"
