@@ -3,7 +3,8 @@
 Inputs, all in one directory (default benchmarks/results/reliability/, where
 `make reliability` points TUNELINE_RELIABILITY_OUT and pytest's --junitxml):
   junit.xml                 every test's outcome
-  serving-load.json         steady / 3x overload / burst / recovery phases
+  serving-load.json         steady / 3x overload / burst / recovery phases (a built Bento)
+  serving-load-short.json   the same profile with 3 s phases (make test's version)
   serving-efficiency.json   HTTP vs in-process ORT, batching on vs off
   contention-<P>x<R>.json   registry compare-and-set under contention
   fuzz-<mode>.json          schemathesis status counts
@@ -59,6 +60,7 @@ def collect(results: Path) -> dict[str, Any]:
     return {
         "tests": test_outcomes(results / "junit.xml"),
         "serving_load": read_json(results / "serving-load.json"),
+        "serving_load_short": read_json(results / "serving-load-short.json"),
         "serving_efficiency": read_json(results / "serving-efficiency.json"),
         "contention": {
             p.stem: {k: v for k, v in read_json(p).items() if k != "by_round"}
@@ -75,6 +77,36 @@ def fmt(value: Any, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def load_table(load: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Capacity (closed loop): {fmt(load['capacity_rps'])} requests/s "
+        f"of {load['texts_per_request']} texts each.",
+        "",
+        "| phase | offered rps | sent | accepted | shed 429/503 | 5xx errors | other | "
+        "throughput rps | p50 ms | p95 ms | p99 ms | max ms | wall s | send lag p99 ms "
+        "| statuses |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | --- |",
+    ]
+    for name, p in load["phases"].items():
+        lines.append(
+            f"| {name} | {fmt(p['offered_rps'])} | {p['sent']} | {p['accepted']} | "
+            f"{p['shed']} | {p['server_errors']} | {p['client_errors']} | "
+            f"{fmt(p['throughput_rps'])} | {fmt(p['p50_ms'])} | {fmt(p['p95_ms'])} | "
+            f"{fmt(p['p99_ms'])} | {fmt(p['max_ms'])} | {fmt(p.get('wall_s'))} | "
+            f"{fmt(p.get('send_lag_p99_ms'))} | {json.dumps(p['statuses'])} |"
+        )
+    for name in ("overload_3x", "recovery_70pct"):
+        timeline = load["phases"].get(name, {}).get("timeline")
+        if timeline:
+            cells = ", ".join(
+                f"{fmt(r['t_s'], 0)}s: {r['accepted']}/{r['sent']} p99 {fmt(r['p99_ms'], 0)}"
+                for r in timeline
+            )
+            lines += ["", f"{name} per second (accepted/sent, p99 ms): {cells}"]
+    return lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -95,43 +127,39 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines.append("not run (no junit.xml)")
     lines += ["", "## Serving load (open loop, latency from scheduled send time)", ""]
-    load = report["serving_load"]
-    if load:
-        lines.append(
-            f"Capacity (closed loop, 16 in flight): {fmt(load['capacity_rps'])} requests/s "
-            f"of {load['texts_per_request']} texts each."
-        )
-        lines += [
-            "",
-            "| phase | offered rps | sent | accepted | shed 429/503 | 5xx errors | other | "
-            "throughput rps | p50 ms | p95 ms | p99 ms | max ms | wall s | send lag p99 ms "
-            "| statuses |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: | ---: | --- |",
-        ]
-        for name, p in load["phases"].items():
-            lines.append(
-                f"| {name} | {fmt(p['offered_rps'])} | {p['sent']} | {p['accepted']} | "
-                f"{p['shed']} | {p['server_errors']} | {p['client_errors']} | "
-                f"{fmt(p['throughput_rps'])} | {fmt(p['p50_ms'])} | {fmt(p['p95_ms'])} | "
-                f"{fmt(p['p99_ms'])} | {fmt(p['max_ms'])} | {fmt(p.get('wall_s'))} | "
-                f"{fmt(p.get('send_lag_p99_ms'))} | {json.dumps(p['statuses'])} |"
-            )
-    else:
-        lines.append("not run")
+    for title, load in (
+        ("Full profile (a built Bento, 10 s phases)", report["serving_load"]),
+        (
+            "Short profile (`make test`: the service from source, 3 s phases)",
+            report.get("serving_load_short"),
+        ),
+    ):
+        lines += [f"### {title}", ""]
+        lines += load_table(load) if load else ["not run"]
+        lines.append("")
     lines += ["", "## Serving efficiency (measured, not asserted)", ""]
     eff = report["serving_efficiency"]
     if eff:
         on, off = eff["batching_on"], eff["batching_off"]
+        bound = fmt(eff["p99_bound_ms"], 0)
         lines += [
+            f"Model: {eff.get('model', '?')}, {eff.get('texts_per_request', '?')} text(s) of "
+            f"{eff.get('words_per_text', '?')} words per request; server and in-process ORT on "
+            "the same single CPU, 1 ORT thread.",
+            "",
             "| figure | value | target |",
             "| --- | ---: | ---: |",
-            f"| in-process ORT, requests/s (1 thread) | {fmt(eff['inprocess_ort_rps'])} | |",
-            f"| HTTP at p99 <= {fmt(eff['p99_bound_ms'], 0)} ms, batching on, requests/s | "
+        ]
+        for name, value in eff.get("inprocess_ort_texts_per_s", {}).items():
+            lines.append(f"| in-process ORT, texts/s, {name.replace('_', ' ')} | {fmt(value)} | |")
+        lines += [
+            f"| HTTP capacity (closed loop), batching on / off, requests/s | "
+            f"{fmt(on['capacity_rps'])} / {fmt(off['capacity_rps'])} | |",
+            f"| HTTP at p99 <= {bound} ms, batching on, requests/s | "
             f"{fmt(on['throughput_rps'])} (p99 {fmt(on['p99_ms'])} ms) | |",
-            f"| HTTP at p99 <= {fmt(eff['p99_bound_ms'], 0)} ms, batching off, requests/s | "
+            f"| HTTP at p99 <= {bound} ms, batching off, requests/s | "
             f"{fmt(off['throughput_rps'])} (p99 {fmt(off['p99_ms'])} ms) | |",
-            f"| HTTP / in-process | {fmt(eff['http_over_inprocess'], 2)} | >= 0.8 |",
+            f"| HTTP / best in-process | {fmt(eff['http_over_inprocess'], 2)} | >= 0.8 |",
             f"| batching on / off at equal p99 | {fmt(eff['batching_on_over_off'], 2)} | >= 1.5 |",
         ]
     else:
