@@ -7,4 +7,4 @@ from prefect.cache_policies import NO_CACHE
 
 from tuneline.caching import plan_run_dirs
 
-plan_runs = task(plan_run_dirs, name="plan-run-dirs", cache_policy=NO_CACHE)
+plan_runs = task(name="plan-run-dirs", cache_policy=NO_CACHE)(plan_run_dirs)

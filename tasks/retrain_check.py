@@ -56,8 +56,8 @@ def record_trained(root: Path, check: SourceCheck) -> None:
     write_json(state_file(root), {"source": check.source, "sha256": check.sha256})
 
 
-check_source_task = task(check_source, name="check-data-source", retries=2, retry_delay_seconds=5)
-record_trained_task = task(record_trained, name="record-trained-source")
+check_source_task = task(name="check-data-source", retries=2, retry_delay_seconds=5)(check_source)
+record_trained_task = task(name="record-trained-source")(record_trained)
 
 
 def gate_outcome(state: Any) -> str:

@@ -110,7 +110,6 @@ def build_tiny_bert(
         num_attention_heads=params.tiny_heads,
         intermediate_size=params.tiny_intermediate,
         max_position_embeddings=max(512, params.max_seq_len),
-        num_labels=len(labels),
         id2label=id2label,
         label2id=label2id,
     )
