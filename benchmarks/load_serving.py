@@ -186,12 +186,23 @@ class RawHttpClient:
         async with self.slots:
             conn = self.idle.popleft() if self.idle else None
             try:
-                status = await asyncio.wait_for(self._exchange(conn, raw), self.timeout_s)
+                status = await asyncio.wait_for(self._send(conn, raw), self.timeout_s)
             except TimeoutError:
                 return "timeout"
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 return "conn_error"
             return status
+
+    async def _send(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, raw: bytes
+    ) -> int:
+        if conn is None:
+            return await self._exchange(None, raw)
+        try:
+            return await self._exchange(conn, raw)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            # The server closed an idle keep-alive connection: once more on a new one.
+            return await self._exchange(None, raw)
 
     async def _exchange(
         self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None, raw: bytes
