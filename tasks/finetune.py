@@ -122,12 +122,11 @@ def _prepare_checkpoints(output_dir: Path, fp: str) -> Path | None:
 
 
 def tiny_tokenizer(prepared_dir: Path, params: Params, labels: list[str]) -> Path:
-    """The tiny-bert tokenizer for this training split, trained once and cached.
+    """The tiny-bert tokenizer for this training split, built once and cached.
 
-    The `tokenizers` WordPiece trainer breaks frequency ties in hash-map order, which differs
-    from process to process: trained per worker, two DDP ranks (or a run and its resume)
-    would disagree on token ids. Trained once per (split md5, vocab size) and shared, every
-    rank, every resume and every rerun on the same data sees the same vocabulary.
+    The vocabulary is deterministic (tuneline.models.tiny_vocab); building it once per
+    (split md5, vocab size) and handing the directory to every rank and every resume also
+    saves each of them the pass over the training texts.
     """
     from tuneline.io import atomic_dir
     from tuneline.models import build_tiny_bert

@@ -7,6 +7,7 @@ the tokenizer files, and labels.json. Loading refuses pickle weights and remote 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,22 +72,52 @@ def label_maps(labels: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
     return id2label, {v: k for k, v in id2label.items()}
 
 
+TINY_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def tiny_vocab(
+    texts: Sequence[str], size: int, normalizer: Any, pre_tokenizer: Any
+) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: special tokens, every character (alone and as a
+    "##" continuation), then whole words by frequency, ties by spelling, up to `size`.
+
+    The `tokenizers` WordPiece trainer breaks frequency ties in hash-map order, which differs
+    from process to process: DDP ranks, a run and its resume, or two reruns got different
+    token ids for the same data.
+    """
+    counts: Counter[str] = Counter()
+    for text in texts:
+        normalized = normalizer.normalize_str(str(text))
+        counts.update(word for word, _ in pre_tokenizer.pre_tokenize_str(normalized))
+    chars = sorted({c for word in counts for c in word})
+    tokens = [*TINY_SPECIAL, *chars, *(f"##{c}" for c in chars)]
+    seen = set(tokens)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(tokens) >= size:
+            break
+        if word not in seen:
+            tokens.append(word)
+            seen.add(word)
+    return {token: i for i, token in enumerate(tokens)}
+
+
 def build_tiny_bert(
     texts: Sequence[str], labels: Sequence[str], params: TrainParams
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A small BERT built from a config, with a WordPiece tokenizer trained on `texts`.
+    """A small BERT built from a config, with a WordPiece vocabulary built from `texts`.
 
-    Needs no download: the smoke profile and the tests run on it.
+    Needs no download: the smoke profile and the tests run on it. The vocabulary is a pure
+    function of the texts (see `tiny_vocab`), so every process builds the same token ids.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=params.tiny_vocab_size, special_tokens=special)
-    tok.train_from_iterator(list(texts), trainer=trainer)
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = tiny_vocab(texts, params.tiny_vocab_size, normalizer, pre_tokenizer)
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
