@@ -10,8 +10,6 @@ with more examples. Status counts go to $TUNELINE_RELIABILITY_OUT/fuzz-<mode>.js
 from __future__ import annotations
 
 import collections
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from tests.helpers_serving import (
     synthetic,
     write_serve_config,
 )
+from tests.reliability_figures import write_figures
 from tuneline.config import load_params
 from tuneline.io import md5_file
 
@@ -64,11 +63,8 @@ def _serve(variant: Path, mode: str) -> Iterator[str]:
             "serving.service:Classifier", log, model_dir=variant, serve_config=config, env=env
         ) as base:
             yield base
-    out = os.environ.get("TUNELINE_RELIABILITY_OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        counts = {str(k): v for k, v in sorted(STATUSES[mode].items())}
-        Path(out, f"fuzz-{mode}.json").write_text(json.dumps({"mode": mode, "statuses": counts}))
+    counts = {str(k): v for k, v in sorted(STATUSES[mode].items())}
+    write_figures(f"fuzz-{mode}.json", {"mode": mode, "statuses": counts})
 
 
 @pytest.fixture(scope="module")

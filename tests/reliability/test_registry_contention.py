@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.helpers_serving import build_variant, synthetic
+from tests.reliability_figures import write_figures
 from tuneline.config import load_params
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
@@ -231,22 +232,14 @@ def check(report: dict[str, Any]) -> None:
     assert report["history_len"] == rounds + 1  # the first champion + one entry per move
 
 
-def write_figures(report: dict[str, Any]) -> None:
-    out = os.environ.get("TUNELINE_RELIABILITY_OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        name = f"contention-{report['procs']}x{report['rounds']}.json"
-        Path(out, name).write_text(json.dumps(report, indent=1, default=str))
-
-
 def test_contention_short(tmp_path: Path) -> None:
     report = run_contention(tmp_path, procs=4, rounds=5)
-    write_figures(report)
+    write_figures(f"contention-{report['procs']}x{report['rounds']}.json", report)
     check(report)
 
 
 @pytest.mark.slow
 def test_contention_8_procs_20_rounds(tmp_path: Path) -> None:
     report = run_contention(tmp_path, procs=8, rounds=20)
-    write_figures(report)
+    write_figures(f"contention-{report['procs']}x{report['rounds']}.json", report)
     check(report)

@@ -12,7 +12,6 @@ $TUNELINE_RELIABILITY_OUT/serving-*.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ from tests.helpers_serving import (
     served,
     write_serve_config,
 )
+from tests.reliability_figures import write_figures
 from tuneline.config import Params, load_params
 from tuneline.io import md5_file
 
@@ -78,13 +78,6 @@ def pinned_loader() -> Iterator[None]:
             os.sched_setaffinity(0, old)
 
 
-def write(name: str, data: dict[str, Any]) -> None:
-    out = os.environ.get("TUNELINE_RELIABILITY_OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        Path(out, name).write_text(json.dumps(data, indent=2, default=str))
-
-
 def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: None) -> None:
     """`make test`'s version: 3 s phases against the service served from source."""
     env = {"TUNELINE_API_TOKEN": TOKEN}
@@ -94,7 +87,7 @@ def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: Non
         result = load_serving.run(
             load_serving.run_profile(url, token=TOKEN, capacity_s=3.0, phase_s=3.0, burst=150)
         )
-    write("serving-load-short.json", result)
+    write_figures("serving-load-short.json", result)
     phases = result["phases"]
     for name, phase in phases.items():
         assert phase["server_errors"] == 0, (name, phase["statuses"])
@@ -116,7 +109,7 @@ def test_load_profile_sheds_without_server_errors_and_recovers(
             load_serving.run_profile(url, token=TOKEN, phase_s=10.0, burst=200)
         )
     result["serve"] = bento.params.serve.model_dump()
-    write("serving-load.json", result)
+    write_figures("serving-load.json", result)
     phases = result["phases"]
     for name, phase in phases.items():
         assert phase["server_errors"] == 0, (name, phase["statuses"])
@@ -234,7 +227,7 @@ def test_http_vs_inprocess_and_batching_on_vs_off(tmp_path: Path, pinned_loader:
     results["http_over_inprocess"] = on / best
     results["batching_on_over_off"] = on / off if off else None
     results["targets"] = {"http_over_inprocess": 0.8, "batching_on_over_off": 1.5}
-    write("serving-efficiency.json", results)
+    write_figures("serving-efficiency.json", results)
     for mode in ("batching_on", "batching_off"):
         for step in results[mode]["steps"]:
             assert step["server_errors"] == 0, (mode, step["name"], step["statuses"])
