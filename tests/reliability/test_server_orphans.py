@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers_serving import build_variant, build_variant_bento, make_project
+from tests.processes import live_processes
 from tuneline.config import load_params
 from tuneline.io import md5_file
 
@@ -52,26 +53,6 @@ SMOKE_SERVER = textwrap.dedent(
 )
 
 
-def survivors(sid: int, marker: str | None = None) -> list[int]:
-    """Live (non-zombie) processes in session `sid`, or whose command line holds `marker`
-    (BentoML's workers run in sessions of their own)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)"
-        state, session = fields[0], int(fields[3])
-        mine = session == sid or (marker is not None and marker in cmdline)
-        if mine and state != "Z":
-            members.append(int(entry.name))
-    return members
-
-
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
@@ -92,7 +73,9 @@ def run_child(script: str, *args: str) -> list[str]:
 
 def wait_gone(sid: int, timeout_s: float, marker: str | None = None) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while (left := survivors(sid, marker)) and time.monotonic() < deadline:
+    while (left := live_processes(session=sid, cmdline_contains=marker)) and (
+        time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     for pid in left:  # clean up after a failure
         with contextlib.suppress(ProcessLookupError):
