@@ -9,44 +9,23 @@ weighted loss is a plain per-example mean, so sharding a batch does not change i
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.synthetic import LABELS, filler_splits
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
-LABELS = ["ham", "spam"]
 DDP_LOSS_ATOL = 1e-3
 
 
 def make_project(root: Path, n_train: int = 320, seed: int = 0) -> Path:
-    """A project dir with data/prepared (two classes, disjoint vocabularies) and a passed
+    """A project dir with data/prepared (tests.synthetic.filler_splits) and a passed
     validation report; returns the prepared dir. Split sizes are multiples of 16."""
-    rng = random.Random(seed)
-    vocab = [
-        ["alpha", "apple", "amber", "arrow", "anchor", "autumn", "atlas", "azure", "acorn"],
-        ["bravo", "banana", "bronze", "bridge", "bottle", "breeze", "basalt", "bishop", "bloom"],
-    ]
-    filler = ["the", "a", "of", "and", "to", "in", "is", "it", "for", "on", "with", "as"]
-
-    def text(label: int) -> str:
-        words = [rng.choice(vocab[label]) for _ in range(rng.randint(3, 8))]
-        words += [rng.choice(filler) for _ in range(rng.randint(1, 5))]
-        rng.shuffle(words)
-        return " ".join(words)
-
-    prepared = root / "data" / "prepared"
-    prepared.mkdir(parents=True)
-    for split, n in (("train", n_train), ("val", 48), ("test", 96)):
-        labels = [0 if i % 3 else 1 for i in range(n)]  # 2:1 imbalance: baseline is 2/3
-        frame = pd.DataFrame({"text": [text(y) for y in labels], "label": labels})
-        frame["label"] = frame["label"].astype("int64")
-        frame["augmented"] = False
-        frame.to_parquet(prepared / f"{split}.parquet", index=False)
-    (prepared / "labels.json").write_text(json.dumps({"labels": LABELS}))
+    prepared = filler_splits(root / "data" / "prepared", n_train=n_train, seed=seed)
     (root / "data" / "validated").mkdir(parents=True)
     (root / "data" / "validated" / "report.json").write_text(json.dumps({"success": True}))
     return prepared

@@ -9,84 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+from tests.processes import live_processes
+from tests.synthetic import filler_splits
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHT_ATOL = 1e-4
 OVERRIDES = {"train.max_steps": 120, "train.save_steps": 10, "train.eval_steps": 40}
-
-
-def make_prepared(dest: Path, n_train: int = 320, seed: int = 0) -> Path:
-    """Two classes with disjoint vocabularies (plus shared filler words): easy to learn."""
-    rng = random.Random(seed)
-    vocab = [
-        [
-            "alpha",
-            "apple",
-            "amber",
-            "arrow",
-            "anchor",
-            "autumn",
-            "atlas",
-            "azure",
-            "acorn",
-            "ample",
-        ],
-        [
-            "bravo",
-            "banana",
-            "bronze",
-            "bridge",
-            "bottle",
-            "breeze",
-            "basalt",
-            "bishop",
-            "bucket",
-            "bloom",
-        ],
-    ]
-    filler = ["the", "a", "of", "and", "to", "in", "is", "it", "for", "on", "with", "as"]
-
-    def text(label: int) -> str:
-        words = [rng.choice(vocab[label]) for _ in range(rng.randint(3, 8))]
-        words += [rng.choice(filler) for _ in range(rng.randint(1, 5))]
-        rng.shuffle(words)
-        return " ".join(words)
-
-    dest.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("val", 48), ("test", 64)):
-        labels = [0 if i % 3 else 1 for i in range(n)]
-        frame = pd.DataFrame(
-            {"text": [text(y) for y in labels], "label": labels, "augmented": False}
-        )
-        frame["label"] = frame["label"].astype("int64")
-        frame.to_parquet(dest / f"{split}.parquet", index=False)
-    (dest / "labels.json").write_text(json.dumps({"labels": ["ham", "spam"]}))
-    return dest
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def _weights(model_dir: Path) -> dict:
@@ -117,7 +55,7 @@ if os.environ.get("TUNELINE_TEST_KILL_STEP"):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_prepared(tmp_path_factory.mktemp("resume") / "prepared")
+    return filler_splits(tmp_path_factory.mktemp("resume") / "prepared", n_test=64)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +106,12 @@ def assert_workers_gone(out: Path) -> None:
     # The workers live in their own sessions (torchrun's choice); they must die with the agent.
     spec = str(out / "spec.json")
     for _ in range(100):
-        if not _processes_mentioning(spec):
+        if not live_processes(cmdline_contains=spec):
             break
         time.sleep(0.1)
-    assert not _processes_mentioning(spec), "a training worker outlived the killed launcher"
+    assert not live_processes(cmdline_contains=spec), (
+        "a training worker outlived the killed launcher"
+    )
 
 
 def kill_after_first_checkpoint(data: Path, out: Path, home: Path, tmp_path: Path) -> None:
