@@ -94,6 +94,18 @@ def classify(status: int | str) -> str:
 Outcome = tuple[int | str, float, float, float]
 
 
+def tally(results: list[Outcome]) -> tuple[collections.Counter[str], list[float]]:
+    """Outcomes by status class, and the latencies (ms) of the accepted ones."""
+    kinds: collections.Counter[str] = collections.Counter()
+    ok = []
+    for status, latency, *_ in results:
+        kind = classify(status)
+        kinds[kind] += 1
+        if kind == "accepted":
+            ok.append(latency * 1000)
+    return kinds, ok
+
+
 def timeline(results: list[Outcome], start: float, bucket_s: float = 1.0) -> list[dict[str, Any]]:
     """Per `bucket_s` of scheduled send time: sent, accepted, shed, p99 of accepted (ms)."""
     buckets: dict[int, list[Outcome]] = collections.defaultdict(list)
@@ -101,8 +113,7 @@ def timeline(results: list[Outcome], start: float, bucket_s: float = 1.0) -> lis
         buckets[int((outcome[3] - start) // bucket_s)].append(outcome)
     rows = []
     for k in sorted(buckets):
-        kinds = collections.Counter(classify(o[0]) for o in buckets[k])
-        ok = [o[1] * 1000 for o in buckets[k] if classify(o[0]) == "accepted"]
+        kinds, ok = tally(buckets[k])
         rows.append(
             {
                 "t_s": k * bucket_s,
@@ -120,8 +131,7 @@ def summarise(
     name: str, offered: float, duration: float, results: list[Outcome], wall: float
 ) -> PhaseResult:
     statuses = collections.Counter(str(o[0]) for o in results)
-    kinds = collections.Counter(classify(o[0]) for o in results)
-    ok = [o[1] * 1000 for o in results if classify(o[0]) == "accepted"]
+    kinds, ok = tally(results)
     lags = [o[2] * 1000 for o in results]
     return PhaseResult(
         name=name,
