@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import gc
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -374,10 +375,22 @@ def pin_to(cpus: set[int]) -> set[int] | None:
     if not hasattr(os, "sched_setaffinity"):
         return None
     old = os.sched_getaffinity(0)
-    usable = cpus & old
-    if usable:
-        os.sched_setaffinity(0, usable)
+    # Not intersected with `old`: a process pinned elsewhere (the generator on CPU 1) may
+    # move to the server's CPU to measure there. CPUs the OS refuses leave it where it is.
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, cpus)
     return old
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    """`pin_to(cpus)` for the duration of the block, then the old CPU set again."""
+    old = pin_to(cpus)
+    try:
+        yield
+    finally:
+        if old:
+            os.sched_setaffinity(0, old)
 
 
 async def run_profile(

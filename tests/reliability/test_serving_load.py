@@ -12,7 +12,6 @@ $TUNELINE_RELIABILITY_OUT/serving-*.json.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -70,12 +69,8 @@ def bento(tiny: Served) -> Served:
 
 @pytest.fixture
 def pinned_loader() -> Iterator[None]:
-    old = load_serving.pin_to(LOADER_CPUS)
-    try:
+    with load_serving.pinned(LOADER_CPUS):
         yield
-    finally:
-        if old:
-            os.sched_setaffinity(0, old)
 
 
 def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: None) -> None:
@@ -199,15 +194,11 @@ def test_http_vs_inprocess_and_batching_on_vs_off(tmp_path: Path, pinned_loader:
     )
     texts = load_serving.make_texts(512, 40, seed=1)
     max_batch = params.serve.max_batch_size
-    old = load_serving.pin_to({int(SERVER_CPUS)})  # measure ORT on the server's CPU
-    try:
+    with load_serving.pinned({int(SERVER_CPUS)}):  # measure ORT on the server's CPU
         inproc = {
             "batch_1": inprocess_texts_per_s(variant, texts, 1, 4.0),
             f"batch_{max_batch}": inprocess_texts_per_s(variant, texts, max_batch, 4.0),
         }
-    finally:
-        if old:
-            os.sched_setaffinity(0, old)
     env = {"TUNELINE_API_TOKEN": TOKEN}
     results: dict[str, Any] = {
         "model": "minilm int8_dynamic",
