@@ -8,6 +8,7 @@ Inputs, all in one directory (default benchmarks/results/reliability/, where
   serving-efficiency.json   HTTP vs in-process ORT, batching on vs off
   contention-<P>x<R>.json   registry compare-and-set under contention
   fuzz-<mode>.json          schemathesis status counts
+  hostile_limits.json       hostile requests to the served endpoint (auth, size caps, paths)
 A missing input is reported as "not run", never invented.
 
 Usage: python benchmarks/reliability_report.py [RESULTS_DIR]
@@ -67,6 +68,7 @@ def collect(results: Path) -> dict[str, Any]:
             for p in sorted(results.glob("contention-*.json"))
         },
         "fuzz": {p.stem: read_json(p) for p in sorted(results.glob("fuzz-*.json"))},
+        "hostile_limits": read_json(results / "hostile_limits.json"),
         "status_classes": STATUS_NOTE,
     }
 
@@ -106,6 +108,39 @@ def load_table(load: dict[str, Any]) -> list[str]:
                 for r in timeline
             )
             lines += ["", f"{name} per second (accepted/sent, p99 ms): {cells}"]
+    return lines
+
+
+def hostile_table(hostile: dict[str, Any]) -> list[str]:
+    """One row per hostile request kind; a kind whose test did not finish is "not run"."""
+    rows = {
+        "non_ascii_bearer": lambda f: (
+            "non-ASCII bearer (`Bearer caf\\xe9`), a non-ASCII token configured",
+            f["status"],
+            f"answered in {fmt(f['ms'])} ms; the configured token itself: "
+            f"{f['configured_non_ascii_token_status']}",
+        ),
+        "chunked_body": lambda f: (
+            f"chunked body (no Content-Length), {f['body_mb']} MB",
+            f["status"],
+            f"worker RSS {fmt(f['worker_rss_mb_before'])} -> {fmt(f['worker_rss_mb_after'])} MB; "
+            f"{f['error']}",
+        ),
+        "oversized_headers": lambda f: (
+            f"one {f['header_mb']} MB header",
+            f["status"],
+            f"worker RSS after {fmt(f['worker_rss_mb_after'])} MB; {f['error']}",
+        ),
+        "unknown_paths": lambda f: (
+            f"{f['paths']} unknown paths (half with the token)",
+            json.dumps(f["statuses"]),
+            f"/metrics {f['metrics_bytes_before']} -> {f['metrics_bytes_after']} bytes",
+        ),
+    }
+    lines = ["| request | status | figures |", "| --- | --- | --- |"]
+    for key, row in rows.items():
+        cells = row(hostile[key]) if key in hostile else (key.replace("_", " "), "not run", "")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
 
@@ -192,6 +227,9 @@ def markdown(report: dict[str, Any]) -> str:
             )
     else:
         lines.append("not run")
+    lines += ["", "## Hostile requests (the service from source, measured on its worker)", ""]
+    hostile = report.get("hostile_limits")
+    lines += hostile_table(hostile) if hostile else ["not run"]
     return "\n".join(lines) + "\n"
 
 

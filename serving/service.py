@@ -7,6 +7,8 @@ Model directory: $TUNELINE_MODEL_DIR, else `model/` bundled beside this package 
 BentoML provides /livez, /healthz, /readyz (ready once the model is loaded, via __is_ready__)
 and /metrics, which already holds request latency histograms and the adaptive batch size
 histogram; this module adds an input length histogram and a predicted-label counter.
+Requests pass two guards (serving/guard.py): RouteGuard outside all of BentoML's middlewares
+(GuardedService), RequestGuard inside them (add_asgi_middleware).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import BaseModel, Field, StringConstraints
 
-from serving.guard import RequestGuard
+from serving.guard import RequestGuard, RouteGuard, routed_paths
 from serving.predictor import OnnxTextClassifier
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "max_latency_ms": 1000,
     "max_concurrency": 64,
     "num_threads": 1,
+    # h11's default (uvicorn's limit when it parses with h11); with httptools, which BentoML's
+    # uvicorn uses and whose options BentoML does not expose, uvicorn has none.
+    "max_header_bytes": 16384,
 }
 LENGTH_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -100,8 +105,24 @@ def _metrics() -> dict[str, Any]:
     return _METRICS
 
 
+class GuardedService(bentoml.Service[Any]):
+    """BentoML's Service with its ASGI app wrapped in a RouteGuard.
+
+    BentoML's HTTP metrics middleware is the outermost of the app's middlewares, outside
+    those added with add_asgi_middleware, and it starts a series for every path it sees; only
+    a wrapper around the app it builds can answer unknown paths before it.
+    """
+
+    def to_asgi(self, is_main: bool = True) -> Any:
+        app = super().to_asgi(is_main)
+        return RouteGuard(
+            app, is_routed=routed_paths(app), max_header_bytes=int(CONFIG["max_header_bytes"])
+        )
+
+
 @bentoml.service(
     name="tuneline_classifier",
+    service_class=GuardedService,
     # BentoML's own timeout answers 504; ours (RequestGuard, 408) fires first.
     traffic={
         "timeout": int(CONFIG["timeout_s"]) + 5,

@@ -1,21 +1,38 @@
-"""Hostile model files placed where the pipeline reads models: none is executed, each refused.
+"""Hostile inputs: model files placed where the pipeline reads models, and requests to the
+served endpoint.
 
-Every hostile file carries a payload that would create a canary file if it ran (a pickle
-`__reduce__`, an import-time side effect in "remote code"). A sanity test proves the pickle
-payload is live, so "canary absent" means "not executed", not "payload broken".
+Model files: none is executed, each refused. Every hostile file carries a payload that would
+create a canary file if it ran (a pickle `__reduce__`, an import-time side effect in "remote
+code"). A sanity test proves the pickle payload is live, so "canary absent" means "not
+executed", not "payload broken".
+
+Requests (the service served from this checkout, a non-ASCII bearer token configured): a
+non-ASCII Authorization header, a chunked body far over the cap, headers far over the cap, and
+thousands of unknown paths each get a JSON 4xx, and none grows the worker or /metrics.
+Figures go to $TUNELINE_RELIABILITY_OUT/hostile_limits.json.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import pickle
+import re
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
+import psutil
 import pytest
 
-from tests.helpers_serving import build_variant, synthetic
+from tests.helpers_serving import build_variant, served, synthetic, write_serve_config
+from tests.reliability_figures import write_figures
 from tuneline.config import Params, load_params
 from tuneline.errors import UnsafeArtifactError
 
@@ -279,3 +296,156 @@ def test_served_predictor_never_reads_stray_pickles(tmp_path: Path, variant_dir:
     preds = OnnxTextClassifier(vdir).predict(["win cash now", "team lunch"])
     assert len(preds) == 2
     assert not canary.exists()
+
+
+# --- hostile requests to the served endpoint -------------------------------------------------
+
+SERVED_TOKEN = "jeton-clé-ü"  # non-ASCII on purpose: such a token made every request a 500
+AUTH = {b"Authorization": b"Bearer " + SERVED_TOKEN.encode("utf-8")}
+PAYLOAD = {"texts": ["win cash now"]}
+TAG_ENV = "TUNELINE_HOSTILE_TAG"
+MB = 1024 * 1024
+FIGURES: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str
+    worker: psutil.Process
+
+
+def worker_process(tag: str) -> psutil.Process:
+    """The BentoML worker of the server started with `tag` in its environment (it inherits
+    the environment; other servers on this machine do not carry the tag)."""
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        env = proc.info["environ"] or {}
+        if env.get(TAG_ENV) == tag and "_bentoml_impl.worker" in " ".join(
+            proc.info["cmdline"] or []
+        ):
+            return proc
+    raise LookupError(f"no BentoML worker with {TAG_ENV}={tag}")
+
+
+def rss_mb(proc: psutil.Process) -> float:
+    return float(proc.memory_info().rss) / MB
+
+
+@pytest.fixture(scope="module")
+def server(
+    variant_dir: Path, params: Params, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("hostile-serve")
+    config = write_serve_config(root / "serve_config.json", params)
+    tag = uuid.uuid4().hex
+    env = {"TUNELINE_API_TOKEN": SERVED_TOKEN, TAG_ENV: tag}
+    with served(
+        "serving.service:Classifier",
+        root / "serve.log",
+        model_dir=variant_dir,
+        serve_config=config,
+        env=env,
+    ) as base:
+        with httpx.Client(base_url=base, timeout=60) as client:  # the first predict loads code
+            assert client.post("/predict", json=PAYLOAD, headers=AUTH).status_code == 200
+        yield Server(base, worker_process(tag))
+    write_figures("hostile_limits.json", FIGURES)
+
+
+def test_served_non_ascii_bearer_gets_401(server: Server) -> None:
+    """Used to hang 35 s, then 500 (compare_digest on a non-ASCII str)."""
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        started = time.perf_counter()
+        refused = client.post(
+            "/predict", json=PAYLOAD, headers={b"Authorization": b"Bearer caf\xe9"}
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        accepted = client.post("/predict", json=PAYLOAD, headers=AUTH)
+    assert refused.status_code == 401, refused.text
+    assert "bearer" in refused.json()["error"]
+    assert accepted.status_code == 200, accepted.text  # the non-ASCII token itself works
+    FIGURES["non_ascii_bearer"] = {
+        "status": refused.status_code,
+        "ms": round(elapsed_ms, 1),
+        "configured_non_ascii_token_status": accepted.status_code,
+    }
+
+
+def test_served_chunked_body_over_cap_gets_413(server: Server) -> None:
+    """A chunked body (no Content-Length) is counted as it streams: 413, never parsed.
+    It used to be read and parsed whole (84 MB took the worker from 565 MB to 1,896 MB)."""
+    body_mb = 50
+
+    def body() -> Iterator[bytes]:
+        yield b'{"texts": ["'
+        for _ in range(body_mb * 16):
+            yield b"a" * (64 * 1024)
+        yield b'"]}'
+
+    before = rss_mb(server.worker)
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        headers = {**AUTH, b"Content-Type": b"application/json"}
+        resp = client.post("/predict", content=body(), headers=headers)
+        after = rss_mb(server.worker)
+        still_serving = client.post("/predict", json=PAYLOAD, headers=AUTH).status_code
+    assert "content-length" not in resp.request.headers  # it really was chunked
+    assert resp.status_code == 413, resp.text
+    assert "request body over" in resp.json()["error"]
+    assert still_serving == 200
+    # A body read whole would grow the worker by at least its size; the guard keeps <= the cap.
+    assert after - before < body_mb / 2, (before, after)
+    FIGURES["chunked_body"] = {
+        "body_mb": body_mb,
+        "status": resp.status_code,
+        "error": resp.json()["error"],
+        "worker_rss_mb_before": round(before, 1),
+        "worker_rss_mb_after": round(after, 1),
+    }
+
+
+def test_served_oversized_headers_get_431(server: Server) -> None:
+    """uvicorn's httptools parser has no header limit (a 20 MB header used to get 200)."""
+    header_mb = 20
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        resp = client.post(
+            "/predict", json=PAYLOAD, headers={**AUTH, b"X-Pad": b"a" * (header_mb * MB)}
+        )
+        normal = client.post("/predict", json=PAYLOAD, headers={**AUTH, b"X-Pad": b"a" * 1000})
+    assert resp.status_code == 431, resp.text[:500]
+    assert "request headers over" in resp.json()["error"]
+    assert normal.status_code == 200
+    FIGURES["oversized_headers"] = {
+        "header_mb": header_mb,
+        "status": resp.status_code,
+        "error": resp.json()["error"],
+        "worker_rss_mb_after": round(rss_mb(server.worker), 1),
+    }
+
+
+def test_served_unknown_paths_do_not_grow_metrics(server: Server) -> None:
+    """Every unknown path used to become new series on /metrics (5,000 paths: 52 KB -> 23 MB),
+    even refused with 401. Now each gets a JSON 404 before BentoML's metrics see it."""
+    n = 5000
+    paths = [f"/probe-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+    statuses: collections.Counter[int] = collections.Counter()
+    with httpx.Client(base_url=server.base, timeout=60) as client:
+        before = client.get("/metrics").text
+        for i, path in enumerate(paths):  # half with the token, half without
+            resp = client.get(path, headers=AUTH if i % 2 else {})
+            statuses[resp.status_code] += 1
+        after = client.get("/metrics").text
+        known = {
+            path: client.get(path, headers=AUTH).status_code
+            for path in ("/", "/docs.json", "/static_content/swagger-ui.css", "/livez")
+        }
+    leaked = len(set(paths) & set(re.findall(r'endpoint="([^"]*)"', after)))
+    sizes = {"metrics_bytes_before": len(before), "metrics_bytes_after": len(after)}
+    assert leaked == 0, {"probe_paths_on_metrics": leaked, **sizes}
+    assert len(after) < 2 * len(before), sizes
+    assert statuses == {404: n}, statuses
+    assert "no such endpoint" in resp.json()["error"]
+    assert known == dict.fromkeys(known, 200), known  # what the service routes still answers
+    FIGURES["unknown_paths"] = {
+        "paths": n,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        **sizes,
+    }
