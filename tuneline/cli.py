@@ -66,8 +66,11 @@ def run(
     code see one set of settings and dvc.lock records which ones built the data.
     """
     from tuneline.config import load_params, set_params
+    from tuneline.runlock import project_lock
+    from tuneline.settings import use_project
 
     root = root.resolve()
+    use_project(root)
     updates: dict[str, Any] = {}
     if profile is not None:
         updates["base.profile"] = profile
@@ -79,17 +82,19 @@ def run(
     if label_col is not None:
         updates["data.label_col"] = label_col
     try:
-        if updates:
-            # refuse bad values before touching the file
-            load_params(root, profile=updates.get("base.profile"), overrides=updates)
-            set_params(root, updates)
-        params = load_params(root)
-        prefect_env()
-        from flows.training import training_flow
+        # one run per project: two would share params.yaml, the DVC workspace and the run dirs
+        with project_lock("tuneline run"):
+            if updates:
+                # refuse bad values (a source inside a DVC stage output too) before touching it
+                load_params(root, profile=updates.get("base.profile"), overrides=updates)
+                set_params(root, updates)
+            params = load_params(root)
+            prefect_env()
+            from flows.training import training_flow
 
-        # a user file can change under the same path: re-read it (same bytes -> DVC skips the rest)
-        force = params.data.source not in ("sms_spam", "movie_reviews")
-        summary = training_flow(project_root=str(root), force_ingest=force, data_only=data_only)
+            # a user file can change under the same path: re-read it (same bytes -> DVC skips)
+            force = params.data.source not in ("sms_spam", "movie_reviews")
+            summary = training_flow(project_root=str(root), force_ingest=force, data_only=data_only)
     except TunelineError as exc:
         fail(exc)
         return
@@ -102,9 +107,10 @@ def stage(
     root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
 ) -> None:
     """Run one data stage body (what dvc.yaml calls; use `dvc repro` to run them tracked)."""
-    from tuneline.settings import get_settings
+    from tuneline.settings import get_settings, use_project
     from tuneline.stages import STAGES, run_stage
 
+    use_project(root)
     if name not in STAGES:
         typer.secho(f"unknown stage '{name}' (one of {', '.join(STAGES)})", err=True)
         raise typer.Exit(code=2)
@@ -131,8 +137,12 @@ def stage(
 @app.command()
 def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 240.0,
+    root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
 ) -> None:
     """Start a local Prefect server and MLflow tracking server (127.0.0.1, state in .tuneline/)."""
+    from tuneline.settings import use_project
+
+    use_project(root)
     from tuneline.services import start
     from tuneline.settings import get_settings
 
@@ -147,8 +157,13 @@ def up(
 
 
 @app.command()
-def down() -> None:
+def down(
+    root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
+) -> None:
     """Stop the servers started by `tuneline up`."""
+    from tuneline.settings import use_project
+
+    use_project(root)
     from tuneline.services import stop
     from tuneline.settings import get_settings
 
@@ -162,7 +177,9 @@ def schedule(
 ) -> None:
     """Serve the retraining deployment on its cron schedule (params.retrain) until Ctrl-C."""
     from tuneline.config import load_params
+    from tuneline.settings import use_project
 
+    use_project(root)
     try:
         params = load_params(root)
     except TunelineError as exc:

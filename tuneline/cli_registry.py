@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from tuneline.config import load_params
-from tuneline.errors import PromotionRefused
+from tuneline.errors import PromotionRefused, TunelineError
+from tuneline.settings import use_project
 
 
 def register_cli(app: typer.Typer) -> None:
@@ -22,18 +23,25 @@ def register_cli(app: typer.Typer) -> None:
         root: Path = typer.Option(Path("."), help="project directory"),
     ) -> None:
         """Run the promotion gate for VERSION; promote it to @champion if it passes."""
-        from tuneline.cli import prefect_env
+        from tuneline.cli import fail, prefect_env
+        from tuneline.runlock import project_lock
 
-        prefect_env()  # Prefect's local server needs a longer start-up timeout on small machines
-        from flows.promotion import promotion_flow
-
+        use_project(root)
         try:
-            result = promotion_flow(version, profile=profile, project_root=str(root))
+            # a promotion builds Bentos and moves @champion: never beside a run of this project
+            with project_lock(f"tuneline promote {version}"):
+                prefect_env()  # Prefect's local server needs a longer start-up timeout
+                from flows.promotion import promotion_flow
+
+                result = promotion_flow(version, profile=profile, project_root=str(root))
         except PromotionRefused as exc:
             typer.echo(f"version {version} refused:")
             for reason in exc.reasons:
                 typer.echo(f"  {reason}")
             raise typer.Exit(1) from exc
+        except TunelineError as exc:
+            fail(exc)
+            return
         for reason in result.reasons:
             typer.echo(f"  {reason}")
         if result.outcome == "lost_race":
@@ -49,6 +57,7 @@ def register_cli(app: typer.Typer) -> None:
         """Move @champion back to the previous champion (audited)."""
         from tasks.promote import rollback_champion
 
+        use_project(root)
         name = load_params(root, profile).gate.registered_model
         move = rollback_champion(name)
         if move.outcome != "moved":
@@ -67,6 +76,7 @@ def register_cli(app: typer.Typer) -> None:
         from tasks.package import bentoml_env
         from tuneline import registry
 
+        use_project(root)
         params = load_params(root, profile)
         name = params.gate.registered_model
         version = registry.alias_version(name, registry.CHAMPION)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tuneline.dvcfile import output_holding, stage_outputs
 from tuneline.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
@@ -274,6 +276,9 @@ def load_params(
         problems += [f"override: {p}" for p in check_profile(raw, over)]
         merged = _merge(merged, over)
     merged = _merge(merged, {"base": {"profile": name}})
+    source = (merged.get("data") or {}).get("source")
+    if isinstance(source, str):
+        problems += [p for p in (source_location_problem(source, root),) if p]
     if problems:
         raise ConfigError(problems)
     try:
@@ -282,6 +287,35 @@ def load_params(
         raise ConfigError(
             [f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()]
         ) from exc
+
+
+def misplaced_source(source: str, output: Path | str, stage: str, outputs: Iterable[str]) -> str:
+    """The message for a data source kept where a DVC stage writes (it would be deleted)."""
+    return (
+        f"data.source '{source}' lies inside {output}, an output of DVC stage '{stage}': DVC "
+        "deletes and rewrites it on every run, so the file would be lost. Keep your data "
+        f"anywhere outside the stage outputs ({', '.join(outputs)}), e.g. in data/user/, "
+        "and point --data (or data.source) there"
+    )
+
+
+def source_location_problem(source: str, root: Path | str) -> str | None:
+    """Why `source` must not be read where it is (inside a dvc.yaml stage output), or None.
+
+    Args:
+        source: `data.source`: a built-in name or a file path (relative to `root`).
+        root: the project directory holding dvc.yaml.
+    """
+    held = output_holding(source, root)
+    if held is None:
+        return None
+    base = Path(root).resolve()
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+    output, stage = held
+    return misplaced_source(source, shown(output), stage, sorted(map(shown, stage_outputs(base))))
 
 
 def set_params(root: Path | str, updates: dict[str, Any]) -> bool:

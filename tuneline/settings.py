@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HOME_ENV = "TUNELINE_HOME"
+STATE_DIR = ".tuneline"
+# Marks a TUNELINE_HOME that use_project derived (not the user's), so the next project wins.
+_DERIVED_HOME_ENV = "_TUNELINE_HOME_FROM_ROOT"
 
 
 class Settings(BaseSettings):
@@ -12,7 +18,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TUNELINE_", frozen=True)
 
-    home: Path = Path(".tuneline")
+    home: Path = Path(STATE_DIR)  # relative to cwd; the CLI makes it follow --root (use_project)
     mlflow_tracking_uri: str = ""  # empty = sqlite store under home
     prefect_api_url: str = ""  # empty = Prefect's own default (local/ephemeral server)
     dvc_remote: str = ""  # empty = directory remote under home
@@ -61,3 +67,26 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the settings now (never at import time)."""
     return Settings()
+
+
+def use_project(root: Path | str) -> Path:
+    """Make all state follow the project: `TUNELINE_HOME=<root>/.tuneline` unless the user set it.
+
+    The CLI calls this first, with its --root. It writes the process environment rather than a
+    setting, so every subprocess (DVC stages, torchrun, bentoml, and BENTOML_HOME derived from
+    the home by tasks.package.bentoml_env) inherits the same state directory.
+
+    Args:
+        root: the project directory.
+
+    Returns:
+        The state directory now in effect (absolute).
+    """
+    home = Path(root).resolve() / STATE_DIR
+    current = os.environ.get(HOME_ENV)
+    if current and current != os.environ.get(_DERIVED_HOME_ENV):
+        # the user's choice; made absolute so a subprocess in another directory agrees
+        os.environ[HOME_ENV] = str(Path(current).resolve())
+    else:
+        os.environ[HOME_ENV] = os.environ[_DERIVED_HOME_ENV] = str(home)
+    return get_settings().root
