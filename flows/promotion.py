@@ -13,6 +13,7 @@ from tasks.package import package_version_task
 from tasks.promote import (
     PromotionResult,
     champion_unchanged_task,
+    hold_rolled_back_task,
     promote_version_task,
     smoke_test_task,
 )
@@ -49,6 +50,9 @@ def release_variant(
 ) -> PromotionResult:
     """The whole tail for the training flow: register -> gate -> package -> promote.
 
+    A candidate that already is champion returns "unchanged"; one that champion was rolled
+    back from returns "held" (see tasks.promote.hold_rolled_back). Neither is gated again.
+
     Raises:
         PromotionRefused: as `promote_tail`.
     """
@@ -58,6 +62,9 @@ def release_variant(
     unchanged = champion_unchanged_task(registered.name, registered.version, registered.reused)
     if unchanged is not None:
         return unchanged
+    held = hold_rolled_back_task(registered.name, registered.version)
+    if held is not None:  # rolled back from by hand: only a promotion by hand brings it back
+        return held
     return promote_tail(registered.version, params=params, project_root=project_root)
 
 

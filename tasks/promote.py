@@ -46,7 +46,7 @@ class SmokeResult:
 class PromotionResult:
     """Final outcome of one promotion attempt (a value, never an exception trace)."""
 
-    outcome: Literal["promoted", "refused", "lost_race", "unchanged"]
+    outcome: Literal["promoted", "refused", "lost_race", "unchanged", "held"]
     name: str
     version: str
     champion: str | None  # champion after this attempt
@@ -297,3 +297,50 @@ def champion_unchanged_task(name: str, version: str, reused: bool) -> PromotionR
         reasons=(f"PASS version {version} (same ONNX file, same test split) is already champion",),
         bento_tag=registry.client().get_model_version(name, version).tags.get("bento_tag"),
     )
+
+
+def hold_rolled_back(name: str, version: str) -> PromotionResult | None:
+    """The outcome for the automatic path when `version` is one champion was rolled back from.
+
+    A rollback is a person's verdict on that version; an unchanged rerun would otherwise pass
+    the gate again and undo it. It stays held until someone promotes it by hand (`tuneline
+    promote N`, which clears the mark); new data or params give a new version anyway.
+
+    Returns:
+        PromotionResult "held" (audited; champion untouched), or None when not marked.
+    """
+    when = registry.rolled_back_on(name, version)
+    if when is None:
+        return None
+    champion = registry.alias_version(name, registry.CHAMPION)
+    reason = (
+        f"version {version} was rolled back from on {when}; "
+        f"`tuneline promote {version}` to promote it again"
+    )
+    registry.append_audit(
+        {
+            "event": "promote",
+            "name": name,
+            "version": version,
+            "outcome": "held",
+            "from_version": champion,
+            "champion": champion,
+            "reasons": [reason],
+            "deltas": {},
+        }
+    )
+    return PromotionResult(
+        outcome="held",
+        name=name,
+        version=version,
+        champion=champion,
+        previous_champion=champion,
+        reasons=(reason,),
+        bento_tag=registry.version_tags(name, champion).get("bento_tag") if champion else None,
+    )
+
+
+@task(name="hold-rolled-back")
+def hold_rolled_back_task(name: str, version: str) -> PromotionResult | None:
+    """Prefect wrapper of `hold_rolled_back`."""
+    return hold_rolled_back(name, version)

@@ -30,6 +30,9 @@ T = TypeVar("T")
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
+# On a version that champion was rolled back from: the automatic path holds it until a
+# promotion by hand (move_champion clears it); new data or params make a new version anyway.
+ROLLED_BACK_TAG = "tuneline.rolled_back"
 AUDIT_EXPERIMENT = "audit"
 _TRANSIENT = re.compile(r"database is locked|temporarily unavailable|timed out|connection", re.I)
 
@@ -198,6 +201,7 @@ def move_champion(name: str, to_version: str, expected: str | None) -> AliasMove
         if observed != expected:
             return AliasMove("lost_race", name, expected, to_version, observed)
         with_retries(lambda: mlc.set_registered_model_alias(name, CHAMPION, to_version))
+        clear_rolled_back(name, to_version)  # champion again: a later rollback marks it anew
         history = champion_history(name)
         if observed is not None and (not history or history[-1] != observed):
             # Champion set outside tuneline, or a crash between an alias set and its history
@@ -212,7 +216,8 @@ def move_champion(name: str, to_version: str, expected: str | None) -> AliasMove
 
 
 def rollback_champion(name: str) -> AliasMove:
-    """Move `champion` back to the version that was champion before the current one.
+    """Move `champion` back to the version that was champion before the current one, and mark
+    the version it leaves (ROLLED_BACK_TAG) so that no automatic run promotes it again.
 
     Returns:
         AliasMove "moved", or "nothing_to_roll_back" when there is no earlier champion.
@@ -226,9 +231,26 @@ def rollback_champion(name: str) -> AliasMove:
         if current is None or not history:
             return AliasMove("nothing_to_roll_back", name, current, None, current)
         target = history[-1]
+        # marked first: a crash after it leaves a held version, never a re-promotable one
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        with_retries(lambda: mlc.set_model_version_tag(name, current, ROLLED_BACK_TAG, when))
         with_retries(lambda: mlc.set_registered_model_alias(name, CHAMPION, target))
+        clear_rolled_back(name, target)
         _set_history(name, history)
     return AliasMove("moved", name, current, target, current)
+
+
+def rolled_back_on(name: str, version: str) -> str | None:
+    """When champion was rolled back from `version` (ISO time), or None if it never was or a
+    promotion by hand cleared the mark since."""
+    return version_tags(name, version).get(ROLLED_BACK_TAG)
+
+
+def clear_rolled_back(name: str, version: str) -> None:
+    """Drop the rolled-back mark of `version` (a no-op when it has none)."""
+    if rolled_back_on(name, version) is not None:
+        mlc = client()
+        with_retries(lambda: mlc.delete_model_version_tag(name, version, ROLLED_BACK_TAG))
 
 
 def audit_path() -> Path:

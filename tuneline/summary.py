@@ -62,6 +62,11 @@ def describe_release(
     speedup = f"{base_p95 / chosen_p95:.2f}x vs ONNX FP32" if base_p95 and chosen_p95 else "n/a"
     m = evaluated.metrics
     serve = params.serve
+    gate = f"{released.outcome}: " + " | ".join(released.reasons)
+    champion = f"{released.name} version {released.champion} (bento {released.bento_tag})"
+    if released.outcome == "held":  # a rolled-back candidate: not gated, champion not moved
+        gate = "held, not gated: " + " | ".join(released.reasons)
+        champion += ", unchanged"
     return {
         "fine-tune run": tuned.run_id,
         "test metrics (PyTorch)": (
@@ -74,8 +79,8 @@ def describe_release(
         ),
         "rejected variants": "; ".join(f"{k}: {v}" for k, v in compressed.rejected.items())
         or "none",
-        "gate": f"{released.outcome}: " + " | ".join(released.reasons),
-        "champion": f"{released.name} version {released.champion} (bento {released.bento_tag})",
+        "gate": gate,
+        "champion": champion,
         "pareto table (ONNX variants, same test split)": "\n" + compressed.pareto_md.strip(),
         "MLflow UI": (
             f"tuneline up  (or: mlflow ui --backend-store-uri {tracking_uri()} "
