@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 from prefect import task
@@ -30,7 +29,11 @@ from tasks.package import BentoResult, bentoml_env
 from tuneline import registry
 from tuneline.config import Params
 from tuneline.lineage import PREPARED
+from tuneline.processes import start_child as start_server
+from tuneline.processes import stop_group
 from tuneline.settings import get_settings
+
+__all__ = ["start_server", "stop_group"]  # re-exported: the serving test helpers import them here
 
 
 @dataclass(frozen=True)
@@ -59,67 +62,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    """Stop a server started by `start_server`: its process group and every descendant
-    (BentoML's workers are session leaders of their own, outside the group)."""
-    import psutil
-
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace_s)
-    # Descendants that outlived the parent's own shutdown.
-    _, alive = psutil.wait_procs(family, timeout=grace_s)
-    for child in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-
-
-PR_SET_PDEATHSIG = 1
-_libc: Any = None
-
-
-def start_server(
-    cmd: list[str], *, env: dict[str, str], log: Any, cwd: Path | str | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a server in its own process group (so `stop_group` stops all of it) that is also
-    sent SIGTERM when this process dies first, e.g. a flow SIGKILLed during a smoke test.
-
-    The second part is Linux's PR_SET_PDEATHSIG, set in the child before exec; elsewhere
-    only the `finally` of the caller stops the server.
-    """
-    global _libc
-    if sys.platform.startswith("linux") and _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # loaded here, not after fork
-    parent = os.getpid()
-
-    def tie_to_parent() -> None:  # runs in the child, between fork and exec
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=tie_to_parent if _libc is not None else None,
-    )
 
 
 @contextlib.contextmanager

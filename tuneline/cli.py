@@ -38,6 +38,13 @@ def prefect_env() -> None:
         server = get_settings().running_service("prefect")
         if server is not None:  # `tuneline up` is running: runs show in its UI
             os.environ["PREFECT_API_URL"] = f"{server}/api"
+        else:
+            # Not Prefect's ephemeral server, which outlives a SIGKILLed command: ours, tied to
+            # this process (unless a Prefect profile or a test harness names an API already).
+            from tuneline.prefect_server import ensure_api
+
+            timeout = float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"])
+            ensure_api(home / "logs" / "prefect-server.log", timeout)
 
 
 def fail(exc: TunelineError) -> None:
@@ -167,8 +174,11 @@ def down(
     from tuneline.services import stop
     from tuneline.settings import get_settings
 
-    stopped = stop(get_settings().root)
-    typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    outcome = stop(get_settings().root)
+    for name, what in outcome.items():
+        typer.echo(f"{name}: {what}")
+    if not outcome:
+        typer.echo("nothing was running")
 
 
 @app.command()

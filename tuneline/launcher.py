@@ -2,18 +2,18 @@
 
 Training always goes through torchrun, with 1 process or many, so the single-process path is
 the distributed path. `python -m tuneline.launcher <torchrun args>` is torchrun
-(`torch.distributed.run.main`) plus one thing it lacks: it dies with its parent. torchrun
-starts its workers in their own sessions, so killing the task's process group would otherwise
-leave the agent or the workers training on; the workers likewise die with the agent
-(see `train_worker`).
+(`torch.distributed.run.main`) started by `tuneline.processes.start_child`: it gets SIGTERM when
+the task's process dies (SIGKILL included), and torchrun then stops its workers. The workers,
+which torchrun starts in sessions of their own, die with the agent too: each ties itself to the
+pid the agent published in $TUNELINE_LAUNCHER_PID (see `train_worker`), so a worker whose agent
+died while it was still importing torch exits instead of training on, or waiting for minutes
+on a rendezvous store that is gone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,9 +21,10 @@ from pathlib import Path
 
 from tuneline.config import TrainParams
 from tuneline.errors import ConfigError, TrainingError
+from tuneline.processes import start_child, stop_group
 
 WORKER_MODULE = "tuneline.train_worker"
-_PR_SET_PDEATHSIG = 1
+LAUNCHER_PID_ENV = "TUNELINE_LAUNCHER_PID"  # the agent's pid, for its workers to check
 
 
 def world_size(params: TrainParams) -> int:
@@ -99,7 +100,8 @@ def worker_env(params: TrainParams, base: dict[str, str] | None = None) -> dict[
 def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path) -> None:
     """Run torchrun to completion, its output going to `log_path`.
 
-    The child stays in the caller's process group, so a signal to the group reaches it.
+    torchrun runs in a process group of its own, tied to this process: it is stopped when
+    this process dies, however it dies.
 
     Raises:
         TrainingError: torchrun failed; the message holds the tail of the log.
@@ -109,19 +111,12 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=worker_env(params), stdout=log, stderr=subprocess.STDOUT
-        )
+        proc = start_child(cmd, env=worker_env(params), log=log, cwd=cwd)
         try:
             rc = wait_with_progress(proc, log_path)
         except BaseException:
             # Interrupted (Ctrl-C, cancelled flow): never leave training running.
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_group(proc, grace_s=30)
             raise
     if rc != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
@@ -151,24 +146,11 @@ def wait_with_progress(proc: subprocess.Popen[bytes], log_path: Path, every_s: f
     return int(proc.returncode)
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Ask Linux to send `sig` to this process when its parent dies (no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), sig)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """`python -m tuneline.launcher <torchrun args>`: torchrun that dies with its parent."""
+    """`python -m tuneline.launcher <torchrun args>`: torchrun, telling its workers its pid."""
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     from torch.distributed.run import main as torchrun_main
 
-    die_with_parent()
     torchrun_main(sys.argv[1:] if argv is None else argv)
 
 

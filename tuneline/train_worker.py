@@ -30,11 +30,12 @@ from tuneline.checkpoints import CompletionMarkerCallback
 from tuneline.config import Params, TrainParams
 from tuneline.errors import ConfigError
 from tuneline.io import atomic_dir, write_json
-from tuneline.launcher import die_with_parent, per_device_batch
+from tuneline.launcher import LAUNCHER_PID_ENV, per_device_batch
 from tuneline.losses import WeightedLossTrainer, class_weights
 from tuneline.metrics import classification_metrics
 from tuneline.models import TINY, build_tiny_bert, check_safe_model_dir, load_pretrained
 from tuneline.models import resolve_model_source as resolve_source
+from tuneline.processes import tie_to_parent
 
 BEST_METRIC = "macro_f1"
 _KEY_RE = re.compile(r"[^\w\-. /]")
@@ -315,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m tuneline.train_worker <spec.json>", file=sys.stderr)
         return 2
-    die_with_parent()  # torchrun put us in our own session: do not outlive the agent
+    # torchrun put us in a session of our own: do not outlive the agent. Checked against the
+    # pid it published, not getppid(): it may have died while we imported torch above.
+    agent = os.environ.get(LAUNCHER_PID_ENV)
+    tie_to_parent(int(agent) if agent else None)
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result = run(spec)
     if result is not None:
