@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -75,6 +74,7 @@ def register_cli(app: typer.Typer) -> None:
         """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
         from tasks.package import bentoml_env
         from tuneline import registry
+        from tuneline.processes import run_foreground
 
         use_project(root)
         params = load_params(root, profile)
@@ -95,4 +95,4 @@ def register_cli(app: typer.Typer) -> None:
             "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'"
         )
         cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
-        raise typer.Exit(subprocess.call(cmd, env=bentoml_env()))
+        raise typer.Exit(run_foreground(cmd, env=bentoml_env()))
