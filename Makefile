@@ -42,9 +42,11 @@ reliability: $(STAMP)
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# ruff, mypy, and the layer contracts of pyproject.toml [tool.importlinter] (flows > tasks > tuneline)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 lock:
 	UV_FIND_LINKS=$(UV_FIND_LINKS) uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock

@@ -144,7 +144,7 @@ def run_bare(params, prepared: Path, work: Path, threads: int) -> dict[str, floa
 
 
 def run_pipeline(params, prepared: Path, work: Path, tag: str) -> dict[str, float]:
-    from tasks.finetune import finetune_model
+    from tasks.finetune.task import finetune_model
 
     out = work / f"pipeline-{tag}"
     started = time.perf_counter()

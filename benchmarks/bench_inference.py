@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tasks.compress import compress_and_export
+    from tasks.compress.task import compress_and_export
     from tuneline.config import load_params
     from tuneline.onnx_runtime import OnnxClassifier
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = matmul_peak_gflops(threads)
     torch.set_num_threads(threads)
 
-    from tasks.export import architecture
+    from tasks.compress.export import architecture
     from tuneline.models import load_classifier
 
     model, tok = load_classifier(model_dir)

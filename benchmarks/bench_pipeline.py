@@ -75,7 +75,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tuneline-bench-"))
     os.environ["TUNELINE_HOME"] = str(work / "home")
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
-    from tuneline.cli import prefect_env
+    from flows.cli import prefect_env
 
     prefect_env()
     project = make_workspace(work / "project", profile=args.profile)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.gate import gate_version_task
-from tasks.package import package_version_task
-from tasks.promote import (
+from tasks.release.gate import gate_version_task
+from tasks.release.package import package_version_task
+from tasks.release.promote import (
     PromotionResult,
     champion_unchanged_task,
     hold_rolled_back_task,
     promote_version_task,
     smoke_test_task,
 )
-from tasks.register import register_variant_task
+from tasks.release.register import register_variant_task
 from tuneline.config import Params, load_params
 from tuneline.errors import PromotionRefused
 
@@ -51,7 +51,7 @@ def release_variant(
     """The whole tail for the training flow: register -> gate -> package -> promote.
 
     A candidate that already is champion returns "unchanged"; one that champion was rolled
-    back from returns "held" (see tasks.promote.hold_rolled_back). Neither is gated again.
+    back from returns "held" (see tasks.release.promote.hold_rolled_back). Neither is gated again.
 
     Raises:
         PromotionRefused: as `promote_tail`.

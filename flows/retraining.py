@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow
 
 from flows.training import training_flow
-from tasks.retrain_check import check_source_task, gate_outcome, record_trained_task
+from tasks.data.changes import check_source_task, gate_outcome, record_trained_task
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,18 @@ from pathlib import Path
 from prefect import flow
 
 from flows.promotion import release_variant
-from tasks.compress import compress_model
-from tasks.data_stages import (
+from tasks.compress.task import compress_model
+from tasks.data.dvc_stages import (
     ingest_stage,
     prepare_stage,
     push_data,
     validate_stage,
     verify_data,
 )
-from tasks.evaluate import evaluate_classifier
-from tasks.finetune import finetune_classifier
-from tasks.plan import plan_runs
-from tasks.prepare import read_prepared
+from tasks.data.prepare import read_prepared
+from tasks.finetune.evaluate import evaluate_classifier
+from tasks.finetune.plan import plan_runs
+from tasks.finetune.task import finetune_classifier
 from tuneline.caching import cached, compress_key, evaluate_key, finetune_key
 from tuneline.config import load_params
 from tuneline.lineage import split_md5s

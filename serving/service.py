@@ -1,7 +1,7 @@
 """The BentoML service that serves an ONNX variant: POST /predict with adaptive batching.
 
 Model directory: $TUNELINE_MODEL_DIR, else `model/` bundled beside this package in the Bento
-(tasks/package.py puts it there). Limits: $TUNELINE_SERVE_CONFIG, else the bundled
+(tasks/release/package.py puts it there). Limits: $TUNELINE_SERVE_CONFIG, else the bundled
 `serve_config.json` written from params.serve, else the defaults below.
 
 BentoML provides /livez, /healthz, /readyz (ready once the model is loaded, via __is_ready__)

@@ -98,7 +98,7 @@ def build_variant(root: Path, out: Path, params: Params, *, shuffle: bool, steps
 
 def build_variant_bento(variant_dir: Path, params: Params, *, name: str, version: str) -> str:
     """Build a Bento for a variant directory without the registry (returns its tag)."""
-    from tasks.package import build_bento
+    from tasks.release.package import build_bento
 
     return build_bento(variant_dir, name=name, version=version, params=params)
 
@@ -132,8 +132,9 @@ def served(
     Yields:
         The base URL; the server's process group is killed on exit.
     """
-    from tasks.package import bentoml_env
-    from tasks.promote import free_port, start_server, stop_group, wait_ready
+    from tasks.release.package import bentoml_env
+    from tasks.release.promote import free_port, wait_ready
+    from tuneline.processes import start_child, stop_group
 
     port = free_port()
     server_env = bentoml_env(**(env or {}))
@@ -146,7 +147,7 @@ def served(
     if cpus is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", cpus, *cmd]
     with open(log_path, "wb") as log:
-        proc = start_server(cmd, env=server_env, log=log, cwd=REPO)
+        proc = start_child(cmd, env=server_env, log=log, cwd=REPO)
         try:
             base = f"http://127.0.0.1:{port}"
             if not wait_ready(base, proc, ready_timeout_s):

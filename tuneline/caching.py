@@ -20,25 +20,25 @@ from typing import Any
 from tuneline.io import md5_file
 
 FINETUNE_CODE = (
-    "tasks.finetune",
-    "tasks.evaluate",
-    "tuneline.launcher",
-    "tuneline.train_worker",
-    "tuneline.checkpoints",
-    "tuneline.losses",
+    "tasks.finetune.task",
+    "tasks.finetune.evaluate",
+    "tasks.finetune.launcher",
+    "tasks.finetune.worker",
+    "tasks.finetune.checkpoints",
+    "tasks.finetune.losses",
     "tuneline.models",
     "tuneline.metrics",
 )
 COMPRESS_CODE = (
-    "tasks.compress",
-    "tasks.export",
-    "tuneline.onnx_export",
+    "tasks.compress.task",
+    "tasks.compress.export",
+    "tasks.compress.export",
     "tuneline.onnx_runtime",
-    "tuneline.selection",
-    "tuneline.variants",
-    "tuneline.distill",
-    "tuneline.variant_build",
-    "tuneline.variant_tracking",
+    "tasks.compress.select",
+    "tasks.compress.variants",
+    "tasks.compress.distill",
+    "tasks.compress.build",
+    "tasks.compress.track",
     "tuneline.metrics",
 )
 

@@ -182,3 +182,24 @@ def load_classifier(model_dir: Path | str) -> tuple[Any, Any]:
     )
     model.eval()
     return model, tokenizer
+
+
+class TextDataset:
+    """Pre-tokenised rows; padding happens per batch in the collator (dynamic padding).
+
+    A plain map-style dataset (what DataLoader needs: len and indexing), shared by fine-tuning
+    and distillation; plain so that importing this module does not import torch.
+    """
+
+    def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_len: int):
+        enc = tokenizer(texts, truncation=True, max_length=max_len)
+        self.rows = [
+            {"input_ids": ids, "attention_mask": mask, "labels": int(y)}
+            for ids, mask, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]

@@ -74,7 +74,7 @@ def use_project(root: Path | str) -> Path:
 
     The CLI calls this first, with its --root. It writes the process environment rather than a
     setting, so every subprocess (DVC stages, torchrun, bentoml, and BENTOML_HOME derived from
-    the home by tasks.package.bentoml_env) inherits the same state directory.
+    the home by tasks.release.package.bentoml_env) inherits the same state directory.
 
     Args:
         root: the project directory.

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.ingest import BUILTINS, ingest_source
-from tasks.prepare import label_names
+from tasks.data.fetch import PinnedDistribution, fetch_distribution
+from tasks.data.ingest import BUILTINS, ingest_source
+from tasks.data.prepare import label_names
 from tuneline.config import DataParams
 from tuneline.errors import IngestError
-from tuneline.fetch import PinnedDistribution, fetch_distribution
 from tuneline.io import read_table
 
 pytestmark = pytest.mark.data

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.validate import (
+from tasks.data.validate import (
     SUMMARY,
     ValidationResult,
     check_leakage,

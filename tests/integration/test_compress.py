@@ -78,7 +78,7 @@ def parent_run(env: Path) -> str:
 
 @pytest.fixture(scope="module")
 def result(workspace, params: Params, parent_run: str):
-    from tasks.compress import compress_model
+    from tasks.compress.task import compress_model
 
     root, prepared, model_dir = workspace
     return compress_model.fn(
@@ -168,7 +168,7 @@ def test_variants_are_really_compressed(result, params: Params):
 
 
 def _torch_reference(workspace, params: Params):
-    from tasks.export import torch_logits
+    from tasks.compress.export import torch_logits
     from tuneline.models import load_classifier
 
     _, prepared, model_dir = workspace
@@ -190,7 +190,7 @@ def _copy_with_initializer(src: Path, dst: Path, pick, edit) -> None:
 
 
 def test_corrupted_export_raises_parity_error(result, workspace, params: Params, tmp_path):
-    from tasks.export import check_parity, measure_parity
+    from tasks.compress.export import check_parity, measure_parity
 
     texts, ref = _torch_reference(workspace, params)
     bad = tmp_path / "corrupted"
@@ -217,8 +217,8 @@ def test_corrupted_export_raises_parity_error(result, workspace, params: Params,
 
 
 def test_collapsed_variant_is_rejected_by_the_budget(result, workspace, params: Params, tmp_path):
-    from tasks.compress import score_variant
-    from tuneline.selection import select_variant
+    from tasks.compress.select import select_variant
+    from tasks.compress.task import score_variant
 
     _, prepared, _ = workspace
     collapsed = tmp_path / "collapsed"
@@ -282,7 +282,7 @@ def test_chosen_variant_is_complete_and_serves(result, workspace):
 
 
 def test_parity_breach_fails_compression(workspace, tmp_path):
-    from tasks.compress import compress_and_export
+    from tasks.compress.task import compress_and_export
 
     _, prepared, model_dir = workspace
     strict = load_params(
@@ -305,7 +305,7 @@ def test_parity_breach_fails_compression(workspace, tmp_path):
 def test_fp16_conversion_keeps_io_types(result, tmp_path):
     import onnx
 
-    from tuneline.variants import convert_fp16
+    from tasks.compress.variants import convert_fp16
 
     out = tmp_path / "fp16.onnx"
     convert_fp16(Path(_variant(result, "fp32").onnx_dir) / "model.onnx", out)

@@ -34,7 +34,7 @@ def make_project(root: Path, n_train: int = 320, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke-profile fine-tune through the Prefect task's function, shared by the tests."""
-    from tasks.finetune import finetune_classifier
+    from tasks.finetune.task import finetune_classifier
     from tuneline.config import load_params
 
     root = tmp_path_factory.mktemp("finetune-project")
@@ -58,7 +58,7 @@ def test_smoke_finetune_beats_majority_baseline(smoke_run):
 
 
 def test_model_dir_is_a_safe_plain_hf_directory(smoke_run):
-    from tasks.evaluate import evaluate_classifier
+    from tasks.finetune.evaluate import evaluate_classifier
     from tuneline.models import load_classifier
 
     result, prepared, _ = smoke_run
@@ -76,7 +76,7 @@ def test_model_dir_is_a_safe_plain_hf_directory(smoke_run):
 
 
 def test_evaluate_refuses_labels_the_model_was_not_trained_on(smoke_run):
-    from tasks.evaluate import evaluate_model
+    from tasks.finetune.evaluate import evaluate_model
     from tuneline.errors import TrainingError
 
     result, prepared, _ = smoke_run
@@ -117,7 +117,7 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_lineage(smoke_run):
 def test_two_processes_follow_the_one_process_loss_curve(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from tasks.finetune import finetune_model
+    from tasks.finetune.task import finetune_model
     from tuneline.config import load_params
     from tuneline.settings import get_settings
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from flows.cli import app
 from tests.synthetic import synthetic_rows
-from tuneline.cli import app
 from tuneline.config import set_params
 from tuneline.runlock import project_lock
 

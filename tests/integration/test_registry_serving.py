@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tasks.gate import GateResult, gate_version
-from tasks.package import package_version
-from tasks.promote import (
+from tasks.release.gate import GateResult, gate_version
+from tasks.release.package import package_version
+from tasks.release.promote import (
     PromotionResult,
     SmokeResult,
     free_port,
@@ -32,7 +32,7 @@ from tasks.promote import (
     smoke_test_bento,
     wait_ready,
 )
-from tasks.register import register_variant
+from tasks.release.register import register_variant
 from tests.helpers_serving import build_variant, make_project
 from tuneline import registry
 from tuneline.config import Params, load_params, set_params
@@ -262,7 +262,7 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
 
     import typer
 
-    from tuneline.cli_registry import register_cli
+    from flows.cli_registry import register_cli
 
     app = typer.Typer()
     register_cli(app)

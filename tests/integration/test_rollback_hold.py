@@ -15,9 +15,9 @@ import pytest
 from prefect import flow
 
 from flows.promotion import release_variant
-from tasks.gate import Decision, GateResult, Scorecard
-from tasks.promote import PromotionResult, SmokeResult, promote_version, rollback_champion
-from tasks.register import register_variant
+from tasks.release.gate import Decision, GateResult, Scorecard
+from tasks.release.promote import PromotionResult, SmokeResult, promote_version, rollback_champion
+from tasks.release.register import register_variant
 from tests.helpers_serving import build_variant, make_project
 from tuneline import registry
 from tuneline.config import load_params

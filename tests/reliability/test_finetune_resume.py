@@ -40,7 +40,7 @@ def _weights(model_dir: Path) -> dict:
 SITECUSTOMIZE = """
 import os, signal
 if os.environ.get("TUNELINE_TEST_KILL_STEP"):
-    import tuneline.checkpoints as _ckpt
+    import tasks.finetune.checkpoints as _ckpt
     _write_marker = _ckpt.write_marker
 
     def write_marker(ckpt, step):
@@ -68,7 +68,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(data: Path, home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same training never interrupted (its model directory)."""
-    from tasks.finetune import finetune_model
+    from tasks.finetune.task import finetune_model
     from tuneline.config import load_params
 
     base = tmp_path_factory.mktemp("reference")
@@ -88,7 +88,7 @@ def start_training(data: Path, out: Path, home: Path, env: dict[str, str]) -> su
         # for the kill hook in the workers: the group to kill is this task's
         "os.environ['TUNELINE_TEST_TASK_PGID'] = str(os.getpgid(0))\n"
         "from tuneline.config import load_params\n"
-        "from tasks.finetune import finetune_model\n"
+        "from tasks.finetune.task import finetune_model\n"
         f"p = load_params({str(REPO)!r}, 'smoke', {OVERRIDES!r})\n"
         f"finetune_model(Path({str(data)!r}), p, output_dir=Path({str(out)!r}))\n"
     )
@@ -116,7 +116,7 @@ def assert_workers_gone(out: Path) -> None:
 
 def kill_after_first_checkpoint(data: Path, out: Path, home: Path, tmp_path: Path) -> None:
     """SIGKILL the task's whole group as soon as one checkpoint is complete (mid-epoch)."""
-    from tuneline.checkpoints import MARKER, list_checkpoints
+    from tasks.finetune.checkpoints import MARKER, list_checkpoints
 
     proc = start_training(data, out, home, {})
     deadline = time.monotonic() + 300
@@ -160,8 +160,8 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tasks.finetune import finetune_model
-    from tuneline.checkpoints import MARKER, is_complete, list_checkpoints
+    from tasks.finetune.checkpoints import MARKER, is_complete, list_checkpoints
+    from tasks.finetune.task import finetune_model
     from tuneline.config import load_params
 
     monkeypatch.setenv("TUNELINE_HOME", str(home))

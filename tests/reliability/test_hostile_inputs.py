@@ -268,7 +268,7 @@ def test_registry_refuses_hostile_variant(
     tmp_path: Path, variant_dir: Path, params: Params, fresh_registry: Path, hostile: str
 ) -> None:
     """The registry (what Bentos are packaged from) never receives a hostile variant."""
-    from tasks.register import register_variant
+    from tasks.release.register import register_variant
 
     vdir = copy_dir(variant_dir, tmp_path / "variant")
     canary = tmp_path / "canary"

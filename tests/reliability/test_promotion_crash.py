@@ -30,8 +30,8 @@ MODEL = "crash-classifier"
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from tasks.gate import gate_version
-    from tasks.promote import SmokeResult, promote_version
+    from tasks.release.gate import gate_version
+    from tasks.release.promote import SmokeResult, promote_version
     from tuneline import registry
     from tuneline.config import load_params
 
@@ -71,7 +71,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TUNELINE_HOME", str(home))
         mp.delenv("TUNELINE_MLFLOW_TRACKING_URI", raising=False)
-        from tasks.register import register_variant
+        from tasks.release.register import register_variant
         from tuneline import registry
 
         first = register_variant(
@@ -105,8 +105,8 @@ def test_killed_promotion_leaves_old_or_new_champion(
     shutil.copytree(seed_home, home)  # every kill point starts from the same registry
     monkeypatch.setenv("TUNELINE_HOME", str(home))
     monkeypatch.delenv("TUNELINE_MLFLOW_TRACKING_URI", raising=False)
-    from tasks.gate import gate_version
-    from tasks.promote import SmokeResult, promote_version
+    from tasks.release.gate import gate_version
+    from tasks.release.promote import SmokeResult, promote_version
     from tuneline import registry
 
     script = tmp_path / "child.py"

@@ -36,7 +36,7 @@ MODEL = "contention-classifier"
 
 
 def free_port() -> int:
-    from tasks.promote import free_port as port
+    from tasks.release.promote import free_port as port
 
     return port()
 
@@ -44,7 +44,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def mlflow_server(base: Path, workers: int = 2) -> Iterator[tuple[str, Path]]:
     """`mlflow server` on SQLite, loopback, own process group, bounded startup."""
-    from tasks.promote import stop_group
+    from tuneline.processes import stop_group
 
     port = free_port()
     log_path = base / "mlflow-server.log"
@@ -131,7 +131,7 @@ def run_contention(base: Path, procs: int, rounds: int) -> dict[str, Any]:
         env = {"TUNELINE_MLFLOW_TRACKING_URI": url, "TUNELINE_HOME": str(base / "home")}
         for key, value in env.items():
             mpatch.setenv(key, value)
-        from tasks.register import register_variant
+        from tasks.release.register import register_variant
         from tuneline import registry
 
         first = register_variant(

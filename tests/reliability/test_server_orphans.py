@@ -93,8 +93,8 @@ def run_child(script: str, *args: str) -> list[str]:
 SLEEPER = textwrap.dedent(
     """
     import os, signal, subprocess
-    from tasks.promote import start_server
-    proc = start_server(["sleep", "300"], env=dict(os.environ), log=subprocess.DEVNULL)
+    from tuneline.processes import start_child
+    proc = start_child(["sleep", "300"], env=dict(os.environ), log=subprocess.DEVNULL)
     print(proc.pid, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     """
@@ -103,7 +103,7 @@ SLEEPER = textwrap.dedent(
 SMOKE_SERVER = textwrap.dedent(
     """
     import os, signal, sys
-    from tasks.promote import free_port, serve_bento, wait_ready
+    from tasks.release.promote import free_port, serve_bento, wait_ready
     tag, log = sys.argv[1], sys.argv[2]
     port = free_port()
     with serve_bento(tag, port=port, log_path=__import__("pathlib").Path(log)) as proc:
@@ -245,7 +245,7 @@ FINETUNE = textwrap.dedent(
     import json, sys, threading
     from pathlib import Path
     from tuneline.config import load_params
-    from tasks.finetune import finetune_model
+    from tasks.finetune.task import finetune_model
     repo, data, out, overrides = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     params = load_params(repo, "smoke", json.loads(overrides))
     # in a worker thread, as Prefect runs a task
@@ -289,7 +289,7 @@ def finetune(filler_data: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Pop
 def test_killed_finetune_leaves_no_worker(
     finetune: tuple[subprocess.Popen, Path], victim: str, when: str
 ) -> None:
-    from tuneline.checkpoints import MARKER, list_checkpoints
+    from tasks.finetune.checkpoints import MARKER, list_checkpoints
 
     task, out = finetune
     spec = str(out / "spec.json")  # on the launcher's and every worker's command line
@@ -298,7 +298,7 @@ def test_killed_finetune_leaves_no_worker(
         return [
             pid
             for pid, cmd in descendants(task.pid).items()
-            if f"tuneline.train_worker {spec}" in cmd and "tuneline.launcher" not in cmd
+            if f"tasks.finetune.worker {spec}" in cmd and "tasks.finetune.launcher" not in cmd
         ]
 
     def trained() -> bool:
@@ -308,7 +308,7 @@ def test_killed_finetune_leaves_no_worker(
     if when == "training":
         wait_for("a complete checkpoint", trained, task, 300)
     family = descendants(task.pid)
-    agent = next(pid for pid, cmd in family.items() if "tuneline.launcher" in cmd)
+    agent = next(pid for pid, cmd in family.items() if "tasks.finetune.launcher" in cmd)
     os.kill(task.pid if victim == "task" else agent, signal.SIGKILL)
     left = left_after(f"finetune_{victim}_sigkill_{when}", 60, pids=family, cmdline_contains=spec)
     assert not left, f"left: {left}"

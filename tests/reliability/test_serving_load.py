@@ -130,9 +130,9 @@ def build_minilm_int8(out: Path, params: Params) -> Path:
     """
     import torch
 
+    from tasks.compress.export import export_fp32, write_variant_dir
+    from tasks.compress.variants import quantize_dynamic_int8
     from tuneline.models import load_pretrained, resolve_model_source
-    from tuneline.onnx_export import export_fp32, write_variant_dir
-    from tuneline.variants import quantize_dynamic_int8
 
     torch.manual_seed(0)
     labels = ["ham", "spam"]

@@ -1,0 +1,220 @@
+"""ONNX export primitives: export, check, optimize, parity. Shared by the export and compress
+steps (tasks/compress/export.py, tasks/compress/task.py).
+
+Exporter choice (torch 2.13, transformers 5): the dynamo exporter (`dynamo=True`, the torch
+default) with `dynamic_shapes` for batch and sequence. The legacy TorchScript exporter
+(`dynamo=False`) still runs on BERT but its graph disagrees with PyTorch by ~1e-2 in the logits
+(the parity check below catches it), so it is not used. ORT's BERT optimizer fuses LayerNorm,
+SkipLayerNorm and BiasGelu on the dynamo graph; it does not fuse attention because transformers 5
+builds its mask with ops the Attention fusion pattern does not match.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneline.errors import ParityError
+from tuneline.io import atomic_dir, write_json
+from tuneline.onnx_runtime import (
+    INPUT_NAMES,
+    LABELS_FILE,
+    MODEL_FILE,
+    OUTPUT_NAME,
+    VARIANT_FILE,
+    OnnxClassifier,
+    encode,
+)
+
+
+def architecture(config: Any) -> dict[str, int]:
+    """The sizes the benchmark needs to estimate FLOPs."""
+    return {
+        "layers": int(config.num_hidden_layers),
+        "hidden": int(config.hidden_size),
+        "heads": int(config.num_attention_heads),
+        "intermediate": int(config.intermediate_size),
+        "num_labels": int(config.num_labels),
+    }
+
+
+class _LogitsOnly:
+    """Wraps a HF classifier so the graph has exactly input_ids, attention_mask -> logits."""
+
+    @staticmethod
+    def wrap(model: Any) -> Any:
+        import torch
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+        return Wrapper(model).eval()
+
+
+def export_raw(model: Any, tokenizer: Any, path: Path, opset: int) -> None:
+    """torch.onnx.export with dynamic batch and sequence axes into one self-contained file."""
+    import torch
+    from torch.export import Dim
+
+    # Two rows of different lengths so padding is exercised while tracing.
+    sample = encode(tokenizer, ["export sample text for tracing", "short"], 16)
+    args = tuple(torch.from_numpy(sample[name]) for name in INPUT_NAMES)
+    batch, seq = Dim("batch", min=1, max=4096), Dim("sequence", min=2, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            _LogitsOnly.wrap(model),
+            args,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES},
+            opset_version=opset,
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+        )
+    assert program is not None  # dynamo=True always returns a program
+    program.save(str(path), external_data=False)
+
+
+def optimize(raw_path: Path, out_path: Path, config: Any) -> dict[str, int]:
+    """Check the raw graph, apply ORT's BERT fusions, check again, save self-contained.
+
+    Returns:
+        The fused-operator counts (logged as variant settings).
+    """
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    onnx.checker.check_model(str(raw_path), full_check=True)
+    opt = optimize_model(
+        str(raw_path),
+        model_type="bert",
+        num_heads=int(config.num_attention_heads),
+        hidden_size=int(config.hidden_size),
+    )
+    stats = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+    opt.save_model_to_file(str(out_path), use_external_data_format=False)
+    onnx.checker.check_model(str(out_path))
+    return stats
+
+
+def _opset_of(path: Path) -> int:
+    """The default-domain opset actually in the file (the exporter may not honour a request)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def write_variant_dir(
+    target: Path,
+    onnx_file: Path,
+    tokenizer: Any,
+    labels: Sequence[str],
+    meta: dict[str, Any],
+) -> None:
+    """Assemble a complete variant directory atomically (model.onnx, tokenizer, labels, meta)."""
+    with atomic_dir(target) as tmp:
+        shutil.copyfile(onnx_file, tmp / MODEL_FILE)
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / LABELS_FILE, {"labels": list(labels)})
+        write_json(tmp / VARIANT_FILE, meta)
+
+
+def export_fp32(
+    model: Any,
+    tokenizer: Any,
+    labels: Sequence[str],
+    target: Path,
+    *,
+    opset: int,
+    max_seq_len: int,
+    work_dir: Path,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Export + check + optimize `model` into the variant directory `target`.
+
+    Returns:
+        The fused-operator counts.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    raw, opt = work_dir / f"{target.name}.raw.onnx", work_dir / f"{target.name}.opt.onnx"
+    export_raw(model, tokenizer, raw, opset)
+    fusions = optimize(raw, opt, model.config)
+    info = {
+        "opset": _opset_of(opt),
+        "max_seq_len": max_seq_len,
+        "architecture": architecture(model.config),
+        "fusions": fusions,
+        **(meta or {}),
+    }
+    write_variant_dir(target, opt, tokenizer, labels, info)
+    return fusions
+
+
+def torch_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 32
+) -> np.ndarray:
+    """PyTorch reference logits, tokenized exactly as the ONNX side tokenizes."""
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            feed = encode(tokenizer, texts[i : i + batch_size], max_length)
+            tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
+            outs.append(model(**tensors).logits.float().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels), np.float32)
+
+
+def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Argmax agreement and max |delta logit| between two logit matrices."""
+    if reference.shape != candidate.shape:
+        raise ParityError(
+            f"logit shapes differ: PyTorch {reference.shape} vs ONNX {candidate.shape}"
+        )
+    if not np.all(np.isfinite(candidate)):
+        return {"agreement": 0.0, "max_abs_logit": float("inf"), "rows": float(len(reference))}
+    agreement = (
+        float(np.mean(reference.argmax(-1) == candidate.argmax(-1))) if len(reference) else 1.0
+    )
+    max_abs = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
+    return {"agreement": agreement, "max_abs_logit": max_abs, "rows": float(len(reference))}
+
+
+def check_parity(
+    name: str, stats: dict[str, float], *, max_abs_logit: float, min_agreement: float
+) -> None:
+    """Raise when a variant breaches either parity threshold.
+
+    Raises:
+        ParityError: naming the variant, both measured numbers and both thresholds.
+    """
+    problems = []
+    if not stats["agreement"] >= min_agreement:
+        problems.append(f"argmax agreement {stats['agreement']:.4f} < {min_agreement}")
+    if not stats["max_abs_logit"] <= max_abs_logit:
+        problems.append(f"max |delta logit| {stats['max_abs_logit']:.3g} > {max_abs_logit:g}")
+    if problems:
+        raise ParityError(
+            f"variant '{name}' fails parity with its PyTorch source on "
+            f"{int(stats['rows'])} test rows: " + "; ".join(problems)
+        )
+
+
+def measure_parity(
+    variant_dir: Path, reference: np.ndarray, texts: Sequence[str], num_threads: int
+) -> dict[str, float]:
+    """Run the variant in ORT on `texts` and compare against the PyTorch `reference` logits."""
+    clf = OnnxClassifier(variant_dir, num_threads=num_threads)
+    return parity_stats(reference, clf.predict_logits(texts))

@@ -1,0 +1,123 @@
+"""Package: build a Bento that serves one registered version (ONNX + tokenizer bundled).
+
+The Bento is built from a staging directory holding the serving package, the variant as
+`model/`, and `serve_config.json` from params.serve, so what is served is exactly the
+registered artifact. The BentoML store is <TUNELINE_HOME>/bentoml (BENTOML_HOME) unless
+BENTOML_HOME is set; builds run the `bentoml` CLI in a subprocess so that store is honoured
+even when bentoml was already imported with another one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import task
+
+from tuneline import registry
+from tuneline.config import Params
+from tuneline.io import md5_file, write_json
+from tuneline.settings import get_settings
+
+SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
+SERVING_FILES = ("__init__.py", "service.py", "guard.py", "predictor.py")
+BUILD_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class BentoResult:
+    """A built Bento: its tag, the BentoML store holding it, and the variant it bundles."""
+
+    tag: str
+    bentoml_home: str
+    version: str
+    variant_dir: str
+
+
+def bentoml_home() -> Path:
+    return Path(os.environ.get("BENTOML_HOME") or get_settings().root / "bentoml")
+
+
+def bentoml_env(**extra: str) -> dict[str, str]:
+    """Environment for bentoml subprocesses: our store, no usage tracking."""
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home()), "BENTOML_DO_NOT_TRACK": "true"}
+    # The Bento must use what it bundles, not a developer override.
+    env.pop("TUNELINE_MODEL_DIR", None)
+    env.pop("TUNELINE_SERVE_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def bento_name(registered_model: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]", "-", registered_model.lower()).strip("-._") or "tuneline"
+
+
+def build_bento(variant_dir: Path | str, *, name: str, version: str, params: Params) -> str:
+    """Build a Bento named `name:version` from a variant directory (reused if it exists).
+
+    Returns:
+        The Bento tag.
+
+    Raises:
+        RuntimeError: `bentoml build` failed (its output is in the message).
+    """
+    tag = f"{name}:{version}"
+    if (bentoml_home() / "bentos" / name / version / "bento.yaml").exists():
+        return tag
+    with tempfile.TemporaryDirectory(prefix="tuneline-bento-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "serving").mkdir()
+        for fname in SERVING_FILES:
+            shutil.copy2(SERVING_DIR / fname, ctx / "serving" / fname)
+        shutil.copytree(variant_dir, ctx / "model")
+        write_json(ctx / "serve_config.json", params.serve.model_dump())
+        shutil.copy2(SERVING_DIR / "bentofile.yaml", ctx / "bentofile.yaml")
+        cmd = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml"]
+        cmd += ["--name", name, "--version", version, "-o", "tag", str(ctx)]
+        proc = subprocess.run(
+            cmd,
+            cwd=ctx,
+            env=bentoml_env(),
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    found = re.search(r"__tag__:(\S+)", proc.stdout)
+    return found.group(1) if found else tag
+
+
+def package_version(
+    name: str, version: str, *, params: Params, workdir: Path | str | None = None
+) -> BentoResult:
+    """Download registered `version` and build its Bento; tag the version with the Bento tag.
+
+    Args:
+        name: registered model.
+        version: registered version to package.
+        params: settings (params.serve becomes the Bento's limits).
+        workdir: where the variant is downloaded; default <TUNELINE_HOME>/versions.
+
+    Returns:
+        BentoResult with the tag; the Bento version is v<version>-<md5 of model.onnx>.
+    """
+    base = Path(workdir) if workdir else get_settings().root / "versions"
+    variant_dir = registry.download_version(name, version, base / f"{name}-v{version}")
+    bento_version = f"v{version}-{md5_file(variant_dir / 'model.onnx')[:10]}"
+    tag = build_bento(variant_dir, name=bento_name(name), version=bento_version, params=params)
+    registry.set_version_tag(name, version, "bento_tag", tag)
+    return BentoResult(tag, str(bentoml_home()), version, str(variant_dir))
+
+
+@task(name="package-bento")
+def package_version_task(name: str, version: str, params: Params) -> BentoResult:
+    """Prefect wrapper of `package_version`."""
+    return package_version(name, version, params=params)

@@ -1,3 +1,0 @@
-from tuneline.cli import main
-
-main()
