@@ -5,53 +5,45 @@ cannot see or restore; Prefect returns the recorded small result (run id, paths,
 artifacts stay where MLflow put them. A key is the hash of exactly what the step depends on:
 the md5 of its input files, the params of that step (and the seed), and a code version (the
 hash of the source files that implement it). Results are stored as JSON, never pickled.
+
+The code version is derived, not listed: every module of the step's package plus every project
+module those import, transitively (tuneline.imports reads them from source).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuneline.imports import CODE_ROOT, package_closure
 from tuneline.io import md5_file
 
-FINETUNE_CODE = (
-    "tasks.finetune.task",
-    "tasks.finetune.evaluate",
-    "tasks.finetune.launcher",
-    "tasks.finetune.worker",
-    "tasks.finetune.checkpoints",
-    "tasks.finetune.losses",
-    "tuneline.models",
-    "tuneline.metrics",
-)
-COMPRESS_CODE = (
-    "tasks.compress.task",
-    "tasks.compress.export",
-    "tasks.compress.export",
-    "tuneline.onnx_runtime",
-    "tasks.compress.select",
-    "tasks.compress.variants",
-    "tasks.compress.distill",
-    "tasks.compress.build",
-    "tasks.compress.track",
-    "tuneline.metrics",
-)
+FINETUNE_PACKAGE = "tasks.finetune"
+COMPRESS_PACKAGE = "tasks.compress"
 
 
-def code_version(modules: Sequence[str]) -> str:
-    """Hash of the source files of `modules`: editing any of them invalidates the cache."""
+def code_version(package: str, root: Path = CODE_ROOT) -> str:
+    """Hash of the source of a step package and every project module it imports.
+
+    Args:
+        package: the step package, e.g. `tasks.finetune`.
+        root: the folder holding the project's top-level packages (a copy of it in tests).
+
+    Returns:
+        A sha256 hex digest that changes when any of those files changes, is added or removed.
+
+    Raises:
+        FileNotFoundError: `package` is not a package under `root`.
+        SyntaxError: a reached module does not parse.
+    """
     digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            digest.update(f"missing:{name}".encode())
-            continue
-        digest.update(Path(spec.origin).read_bytes())
+    for name, path in sorted(package_closure(package, root).items()):
+        # the name is hashed too, so moving code between modules changes the version
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -61,16 +53,21 @@ def _key(parts: dict[str, Any]) -> str:
 
 
 def _splits(prepared_dir: Path) -> dict[str, str]:
-    return {
-        s: md5_file(prepared_dir / f"{s}.parquet")
-        if (prepared_dir / f"{s}.parquet").exists()
-        else ""
-        for s in ("train", "val", "test")
-    }
+    files = {s: prepared_dir / f"{s}.parquet" for s in ("train", "val", "test")}
+    return {s: md5_file(f) if f.exists() else "" for s, f in files.items()}
 
 
 def finetune_fingerprint(root: Path, prepared_dir: Path, params: Any) -> str:
-    """Split md5s + `train` params + seed + fine-tune code + the project it belongs to."""
+    """Split md5s + `train` params + seed + fine-tune code + the project it belongs to.
+
+    Args:
+        root: the project root (one project's cache never answers for another's).
+        prepared_dir: the folder of the DVC-prepared splits.
+        params: the loaded params.
+
+    Returns:
+        A sha256 hex digest; the code part is `code_version(FINETUNE_PACKAGE)`.
+    """
     return _key(
         {
             "step": "finetune",
@@ -78,12 +75,21 @@ def finetune_fingerprint(root: Path, prepared_dir: Path, params: Any) -> str:
             "splits": _splits(Path(prepared_dir)),
             "train": params.train.model_dump(),
             "seed": params.base.seed,
-            "code": code_version(FINETUNE_CODE),
+            "code": code_version(FINETUNE_PACKAGE, CODE_ROOT),
         }
     )
 
 
 def finetune_key(_: Any, inputs: dict[str, Any]) -> str:
+    """Prefect cache key of `finetune_classifier`: its fingerprint + where it writes.
+
+    Args:
+        _: the Prefect task run context (unused).
+        inputs: the task's arguments (`prepared_dir`, `params`, `output_dir`, `project_root`).
+
+    Returns:
+        A sha256 hex digest.
+    """
     return _key(
         {
             "fingerprint": finetune_fingerprint(
@@ -105,7 +111,17 @@ class RunDirs:
 
 
 def plan_run_dirs(root: Path, prepared_dir: Path, params: Any, runs_dir: Path) -> RunDirs:
-    """Where this configuration's fine-tune and compression outputs live."""
+    """Where this configuration's fine-tune and compression outputs live.
+
+    Args:
+        root: the project root.
+        prepared_dir: the folder of the DVC-prepared splits.
+        params: the loaded params.
+        runs_dir: the folder holding every run's outputs.
+
+    Returns:
+        The fine-tune folder (named by the fingerprint) and the compression folder inside it.
+    """
     finetune = runs_dir / f"finetune-{finetune_fingerprint(root, prepared_dir, params)[:16]}"
     return RunDirs(finetune=str(finetune), compress=str(finetune / "compress"))
 
@@ -116,20 +132,37 @@ def _model_md5(model_dir: Path) -> str:
 
 
 def evaluate_key(_: Any, inputs: dict[str, Any]) -> str:
-    """Model weights md5 + split md5 + evaluation code."""
+    """Prefect cache key of evaluation: model weights md5 + split md5 + labels + fine-tune code.
+
+    Args:
+        _: the Prefect task run context (unused).
+        inputs: the task's arguments (`model_dir`, `split_path`, `labels`).
+
+    Returns:
+        A sha256 hex digest.
+    """
     return _key(
         {
             "step": "evaluate",
             "model": _model_md5(Path(inputs["model_dir"])),
             "split": md5_file(inputs["split_path"]),
             "labels": list(inputs["labels"]),
-            "code": code_version(FINETUNE_CODE),
+            "code": code_version(FINETUNE_PACKAGE, CODE_ROOT),
         }
     )
 
 
 def compress_key(_: Any, inputs: dict[str, Any]) -> str:
-    """Model weights md5 + split md5s + `compress` params + seed + compression code."""
+    """Prefect cache key of compression: weights md5 + split md5s + `compress` params + seed +
+    output folder + parent run + compression code (`code_version(COMPRESS_PACKAGE)`).
+
+    Args:
+        _: the Prefect task run context (unused).
+        inputs: the task's arguments (`model_dir`, `prepared_dir`, `output_dir`, `params`, ...).
+
+    Returns:
+        A sha256 hex digest.
+    """
     params = inputs["params"]
     return _key(
         {
@@ -140,13 +173,21 @@ def compress_key(_: Any, inputs: dict[str, Any]) -> str:
             "parent": inputs.get("parent_run_id"),
             "compress": params.compress.model_dump(),
             "seed": params.base.seed,
-            "code": code_version(COMPRESS_CODE),
+            "code": code_version(COMPRESS_PACKAGE, CODE_ROOT),
         }
     )
 
 
 def cached(task: Any, key_fn: Callable[[Any, dict[str, Any]], str]) -> Any:
-    """The same task, its result cached under `key_fn` and persisted as JSON."""
+    """The same task, its result cached under `key_fn` and persisted as JSON.
+
+    Args:
+        task: a Prefect task.
+        key_fn: computes the cache key from the run context and the task's arguments.
+
+    Returns:
+        The task with that cache policy.
+    """
     from prefect.cache_policies import CachePolicy
 
     return task.with_options(
