@@ -1,25 +1,26 @@
 """The one typed loader for params.yaml and its profiles.
 
-params.yaml holds every knob. A profile (configs/<name>.yaml) may only override keys that
-already exist there, with the same type; every violation is reported at once.
+params.yaml holds every knob, and only there: no field has a default in code, so a key
+missing from the file fails at load, named, instead of running on a value nobody reads. A
+profile (configs/<name>.yaml) may only override keys that already exist there, with the same
+type; every violation is reported at once.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tuneline.dvcfile import output_holding, stage_outputs
 from tuneline.errors import ConfigError
+from tuneline.source_location import source_location_problem
+from tuneline.yaml_layers import check_profile, merge, nest, read_yaml
 
 PARAMS_FILE = "params.yaml"
 PROFILES_DIR = "configs"
+# pydantic's error types for a key absent from params.yaml and a section that is no mapping
+_SHAPE_ERRORS = {"missing": "missing key '{}'", "model_type": "'{}' must be a mapping"}
 
 
 class _Frozen(BaseModel):
@@ -27,217 +28,180 @@ class _Frozen(BaseModel):
 
 
 class BaseParams(_Frozen):
-    seed: int = 42
-    profile: str = "default"
+    seed: int
+    profile: str
 
 
 class ValidationParams(_Frozen):
-    min_rows: int = Field(50, ge=1)
-    min_chars: int = Field(1, ge=1)
-    max_chars: int = Field(100_000, ge=1)
-    max_duplicate_rate: float = Field(0.2, ge=0, le=1)
-    min_class_share: float = Field(0.02, ge=0, le=1)
-    min_classes: int = Field(2, ge=2)
+    min_rows: int = Field(ge=1)
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+    max_duplicate_rate: float = Field(ge=0, le=1)
+    min_class_share: float = Field(ge=0, le=1)
+    min_classes: int = Field(ge=2)
 
 
 class CleanParams(_Frozen):
-    strip_html: bool = True
-    lowercase: bool = False
+    strip_html: bool
+    lowercase: bool
 
 
 class AugmentParams(_Frozen):
-    enabled: bool = True
-    copies: int = Field(1, ge=0)
-    rate: float = Field(0.1, ge=0, le=1)
-    methods: tuple[Literal["synonym", "swap", "delete"], ...] = ("synonym", "swap", "delete")
+    enabled: bool
+    copies: int = Field(ge=0)
+    rate: float = Field(ge=0, le=1)
+    methods: tuple[Literal["synonym", "swap", "delete"], ...]
 
 
 class DataParams(_Frozen):
-    source: str = "sms_spam"
-    text_col: str = "text"
-    label_col: str = "label"
-    labels: tuple[str, ...] = ()
-    max_rows: int = Field(0, ge=0)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    validation: ValidationParams = ValidationParams()
-    clean: CleanParams = CleanParams()
-    augment: AugmentParams = AugmentParams()
+    source: str
+    text_col: str
+    label_col: str
+    labels: tuple[str, ...]
+    max_rows: int = Field(ge=0)
+    val_fraction: float = Field(gt=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
+    validation: ValidationParams
+    clean: CleanParams
+    augment: AugmentParams
 
 
 class TrainParams(_Frozen):
-    model: str = "minilm"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-4, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    max_seq_len: int = Field(128, ge=8)
-    early_stopping_patience: int = Field(2, ge=0)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
-    freeze_embeddings: bool = False
-    freeze_layers: int = Field(0, ge=0)
-    lora: bool = False
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    loss: Literal["ce", "weighted_ce", "focal"] = "weighted_ce"
-    focal_gamma: float = Field(2.0, ge=0)
-    nproc: int = Field(1, ge=1)
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
-    rdzv_endpoint: str = ""
-    save_steps: int = Field(50, ge=1)
-    eval_steps: int = Field(50, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    num_threads: int = Field(0, ge=0)
-    tiny_layers: int = Field(2, ge=1)
-    tiny_hidden: int = Field(64, ge=8)
-    tiny_heads: int = Field(2, ge=1)
-    tiny_intermediate: int = Field(128, ge=8)
-    tiny_vocab_size: int = Field(2000, ge=100)
-    dropout: float | None = Field(None, ge=0, lt=1)
-    save_total_limit: int = Field(2, ge=1)
+    model: str
+    epochs: float = Field(gt=0)
+    max_steps: int
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, le=1)
+    weight_decay: float = Field(ge=0)
+    max_seq_len: int = Field(ge=8)
+    early_stopping_patience: int = Field(ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    gradient_checkpointing: bool
+    freeze_embeddings: bool
+    freeze_layers: int = Field(ge=0)
+    lora: bool
+    lora_r: int = Field(ge=1)
+    lora_alpha: int = Field(ge=1)
+    lora_dropout: float = Field(ge=0, lt=1)
+    loss: Literal["ce", "weighted_ce", "focal"]
+    focal_gamma: float = Field(ge=0)
+    nproc: int = Field(ge=1)
+    nnodes: int = Field(ge=1)
+    node_rank: int = Field(ge=0)
+    rdzv_endpoint: str
+    save_steps: int = Field(ge=1)
+    eval_steps: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    num_threads: int = Field(ge=0)
+    tiny_layers: int = Field(ge=1)
+    tiny_hidden: int = Field(ge=8)
+    tiny_heads: int = Field(ge=1)
+    tiny_intermediate: int = Field(ge=8)
+    tiny_vocab_size: int = Field(ge=100)
+    dropout: float | None = Field(ge=0, lt=1)
+    save_total_limit: int = Field(ge=1)
 
 
 class CompressParams(_Frozen):
-    opset: int = Field(18, ge=18)
-    parity_max_abs_logit: float = 1e-3
-    parity_min_agreement: float = 0.999
-    quant_parity_max_abs_logit: float = 1.0
-    quant_parity_min_agreement: float = 0.97
-    fp32: bool = True
-    dynamic_int8: bool = True
-    static_int8: bool = True
-    calibration_rows: int = 128
-    prune_unstructured: bool = True
-    prune_structured: bool = True
-    sparsity: float = Field(0.3, ge=0, lt=1)
-    prune_finetune_steps: int = 0
-    distill: bool = True
-    distill_layers: int = 3
-    distill_temperature: float = 2.0
-    distill_alpha: float = 0.5
-    distill_epochs: float = Field(1.0, gt=0)
-    distill_max_steps: int = -1
-    fp16: bool = False
-    accuracy_budget: float = 0.99
-    max_recall_drop: float = 0.05
-    num_threads: int = 1
-    bench_rows: int = 200
+    opset: int = Field(ge=18)
+    parity_max_abs_logit: float
+    parity_min_agreement: float
+    quant_parity_max_abs_logit: float
+    quant_parity_min_agreement: float
+    fp32: bool
+    dynamic_int8: bool
+    static_int8: bool
+    calibration_rows: int
+    prune_unstructured: bool
+    prune_structured: bool
+    sparsity: float = Field(ge=0, lt=1)
+    prune_finetune_steps: int
+    distill: bool
+    distill_layers: int
+    distill_temperature: float
+    distill_alpha: float
+    distill_epochs: float = Field(gt=0)
+    distill_max_steps: int
+    fp16: bool
+    accuracy_budget: float
+    max_recall_drop: float
+    num_threads: int
+    bench_rows: int
 
 
 class GateParams(_Frozen):
-    registered_model: str = "tuneline-classifier"
-    min_accuracy: float = 0.8
-    min_macro_f1: float = 0.7
-    alpha: float = 0.05
-    max_recall_drop: float = 0.05
-    max_p95_latency_ms: float = 200.0
-    max_size_mb: float = 200.0
-    min_class_recall: float = Field(0.1, ge=0, le=1)
-    latency_rows: int = Field(100, ge=1)
-    smoke_timeout_s: float = Field(120.0, gt=0)
-    smoke_texts: int = Field(8, ge=1)
-    smoke_atol: float = Field(1e-4, gt=0)
+    registered_model: str
+    min_accuracy: float
+    min_macro_f1: float
+    alpha: float
+    max_recall_drop: float
+    max_p95_latency_ms: float
+    max_size_mb: float
+    min_class_recall: float = Field(ge=0, le=1)
+    latency_rows: int = Field(ge=1)
+    smoke_timeout_s: float = Field(gt=0)
+    smoke_texts: int = Field(ge=1)
+    smoke_atol: float = Field(gt=0)
 
 
 class ServeParams(_Frozen):
-    host: str = "127.0.0.1"
-    port: int = 3000
-    max_texts: int = 64
-    max_chars: int = 5000
-    timeout_s: int = 30
-    max_batch_size: int = 32
-    max_latency_ms: int = 1000
-    max_concurrency: int = 64
-    num_threads: int = Field(1, ge=1)
+    host: str
+    port: int
+    max_texts: int
+    max_chars: int
+    timeout_s: int
+    max_batch_size: int
+    max_latency_ms: int
+    max_concurrency: int
+    num_threads: int = Field(ge=1)
+    max_header_bytes: int = Field(ge=1)
 
 
 class RetrainParams(_Frozen):
-    cron: str = "0 3 * * 1"
-    deployment: str = "tuneline-retraining"
-    timezone: str = "UTC"
+    cron: str
+    deployment: str
+    timezone: str
 
 
 class Params(_Frozen):
     """Every setting of the pipeline, validated and frozen."""
 
-    base: BaseParams = BaseParams()
-    data: DataParams = DataParams()
-    train: TrainParams = TrainParams()
-    compress: CompressParams = CompressParams()
-    gate: GateParams = GateParams()
-    serve: ServeParams = ServeParams()
-    retrain: RetrainParams = RetrainParams()
+    base: BaseParams
+    data: DataParams
+    train: TrainParams
+    compress: CompressParams
+    gate: GateParams
+    serve: ServeParams
+    retrain: RetrainParams
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(map(str, loc))
+
+
+def shape_problems(raw: dict[str, Any]) -> list[str]:
+    """Every key absent from params.yaml and every section there that is no mapping.
+
+    Checked before a profile is layered on: params.yaml holds every key, even one a profile
+    overrides. A missing section is named once, not key by key.
+
+    Args:
+        raw: params.yaml as read.
+
+    Returns:
+        ``params.yaml: missing key 'train.epochs'``-style messages; [] when nothing is missing.
+    """
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError([f"{path}: file not found"]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from exc
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError([f"{path}: top level must be a mapping"])
-    return loaded
-
-
-def _same_type(base: Any, new: Any) -> bool:
-    if isinstance(base, bool) or isinstance(new, bool):
-        return isinstance(base, bool) and isinstance(new, bool)
-    if isinstance(base, float) and isinstance(new, int):
-        return True  # an integer literal for a float knob is not a type change
-    if base is None:
-        return True
-    return type(base) is type(new)
-
-
-def check_profile(base: dict[str, Any], profile: dict[str, Any], where: str = "") -> list[str]:
-    """List every key in `profile` that is unknown in `base` or changes its type."""
-    problems: list[str] = []
-    for key, value in profile.items():
-        dotted = f"{where}{key}"
-        if key not in base:
-            problems.append(f"unknown key '{dotted}' (profiles may only override existing keys)")
-            continue
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                problems.append(f"type change for '{dotted}': mapping -> {type(value).__name__}")
-            else:
-                problems.extend(check_profile(base[key], value, f"{dotted}."))
-        elif not _same_type(base[key], value):
-            problems.append(
-                f"type change for '{dotted}': {type(base[key]).__name__} -> {type(value).__name__}"
-            )
-    return problems
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in dotted.items():
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
+        Params.model_validate(raw)
+    except ValidationError as exc:
+        return [
+            f"{PARAMS_FILE}: {_SHAPE_ERRORS[e['type']].format(_dotted(e['loc']))}"
+            for e in exc.errors()
+            if e["type"] in _SHAPE_ERRORS
+        ]
+    return []
 
 
 def load_params(
@@ -256,11 +220,15 @@ def load_params(
         The frozen, validated settings.
 
     Raises:
-        ConfigError: listing every unknown key, type change and invalid value.
+        ConfigError: listing every key missing from params.yaml; else every unknown key, type
+            change and invalid value.
     """
     root = Path(root)
-    raw = _read_yaml(root / PARAMS_FILE)
-    name = profile or str(raw.get("base", {}).get("profile", "default"))
+    raw = read_yaml(root / PARAMS_FILE)
+    missing = shape_problems(raw)
+    if missing:
+        raise ConfigError(missing)
+    name = profile or str(raw["base"]["profile"])
     problems: list[str] = []
     merged = raw
     if name != "default":
@@ -268,15 +236,16 @@ def load_params(
         if not prof_path.exists():
             available = sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml"))
             raise ConfigError([f"profile '{name}' not found (available: default, {available})"])
-        prof = _read_yaml(prof_path)
+        prof = read_yaml(prof_path)
         problems += [f"{prof_path.name}: {p}" for p in check_profile(raw, prof)]
-        merged = _merge(merged, prof)
+        merged = merge(merged, prof)
     if overrides:
-        over = _nest(overrides)
+        over = nest(overrides)
         problems += [f"override: {p}" for p in check_profile(raw, over)]
-        merged = _merge(merged, over)
-    merged = _merge(merged, {"base": {"profile": name}})
-    source = (merged.get("data") or {}).get("source")
+        merged = merge(merged, over)
+    merged = merge(merged, {"base": {"profile": name}})
+    data = merged["data"]  # a profile may have replaced the section: reported above
+    source = data.get("source") if isinstance(data, dict) else None
     if isinstance(source, str):
         problems += [p for p in (source_location_problem(source, root),) if p]
     if problems:
@@ -284,38 +253,7 @@ def load_params(
     try:
         return Params.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(
-            [f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()]
-        ) from exc
-
-
-def misplaced_source(source: str, output: Path | str, stage: str, outputs: Iterable[str]) -> str:
-    """The message for a data source kept where a DVC stage writes (it would be deleted)."""
-    return (
-        f"data.source '{source}' lies inside {output}, an output of DVC stage '{stage}': DVC "
-        "deletes and rewrites it on every run, so the file would be lost. Keep your data "
-        f"anywhere outside the stage outputs ({', '.join(outputs)}), e.g. in data/user/, "
-        "and point --data (or data.source) there"
-    )
-
-
-def source_location_problem(source: str, root: Path | str) -> str | None:
-    """Why `source` must not be read where it is (inside a dvc.yaml stage output), or None.
-
-    Args:
-        source: `data.source`: a built-in name or a file path (relative to `root`).
-        root: the project directory holding dvc.yaml.
-    """
-    held = output_holding(source, root)
-    if held is None:
-        return None
-    base = Path(root).resolve()
-
-    def shown(path: Path) -> str:
-        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-
-    output, stage = held
-    return misplaced_source(source, shown(output), stage, sorted(map(shown, stage_outputs(base))))
+        raise ConfigError([f"'{_dotted(e['loc'])}': {e['msg']}" for e in exc.errors()]) from exc
 
 
 def set_params(root: Path | str, updates: dict[str, Any]) -> bool:
@@ -324,17 +262,26 @@ def set_params(root: Path | str, updates: dict[str, Any]) -> bool:
     The file is replaced atomically and only when a value actually changes, so DVC sees
     the same params and reruns nothing.
 
+    Args:
+        root: project directory holding params.yaml.
+        updates: dotted keys and their new values; each key must exist, with the same type.
+
     Returns:
         True if the file changed.
+
+    Raises:
+        ConfigError: listing every unknown key and type change (nothing is written then).
     """
     from ruamel.yaml import YAML
+
+    from tuneline.io import atomic_path  # here: tuneline.io imports pandas, which is slow
 
     path = Path(root) / PARAMS_FILE
     ryaml = YAML()
     ryaml.preserve_quotes = True
     doc = ryaml.load(path.read_text(encoding="utf-8"))
-    base = _read_yaml(path)
-    problems = check_profile(base, _nest(updates))
+    base = read_yaml(path)
+    problems = check_profile(base, nest(updates))
     if problems:
         raise ConfigError(problems)
     changed = False
@@ -347,8 +294,6 @@ def set_params(root: Path | str, updates: dict[str, Any]) -> bool:
             node[parts[-1]] = value
             changed = True
     if changed:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".params.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
             ryaml.dump(doc, fh)
-        os.replace(tmp, path)
     return changed

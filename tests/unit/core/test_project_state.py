@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tasks.data.ingest import ingest_source
-from tuneline.config import DataParams, load_params
+from tests.params import section
+from tuneline.config import load_params
 from tuneline.dvcfile import stage_outputs
 from tuneline.errors import ConfigError, IngestError
 from tuneline.runlock import RunLocked, lock_path, project_lock
@@ -91,7 +92,8 @@ def test_ingest_refuses_a_source_inside_its_output_and_keeps_it(tmp_path: Path) 
     mine.write_text("text,label\nhello,a\n")
     for source in (str(mine), str(raw / "already-deleted-by-dvc.csv")):
         with pytest.raises(IngestError, match=r"lies inside .*data/user/"):
-            ingest_source(DataParams(source=source), raw_dir=raw, index_url="http://unused")
+            data = section("data", source=source)
+            ingest_source(data, raw_dir=raw, index_url="http://unused")
     assert mine.read_text() == "text,label\nhello,a\n"
     assert sorted(p.name for p in raw.iterdir()) == ["mine.csv"]
 

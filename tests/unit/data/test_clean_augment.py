@@ -9,26 +9,26 @@ import pytest
 from tasks.data.augment import augment_train, random_delete, random_swap, synonym_replace
 from tasks.data.clean import clean_frame, clean_text
 from tasks.data.prepare import stratified_split
-from tuneline.config import AugmentParams, CleanParams
+from tests.params import section
 
 pytestmark = pytest.mark.unit
 TH = {"good": ["beneficial", "full"], "movie": ["film", "flick"], "great": ["outstanding"]}
 
 
 def test_clean_text_normalises() -> None:
-    p = CleanParams()
+    p = section("data.clean")
     assert clean_text("  <b>Hello</b>&amp;\tworld\r\n  ", p) == "Hello & world"
     assert clean_text("e\u0301", p) == "\u00e9"  # NFC
     assert clean_text("a\x00b\x07c", p) == "abc"  # NUL and control chars removed
     assert clean_text("\ufeffhi\u200bthere", p) == "hithere"
-    assert clean_text("ABC", CleanParams(lowercase=True)) == "abc"
+    assert clean_text("ABC", section("data.clean", lowercase=True)) == "abc"
 
 
 def test_clean_frame_counts_every_drop() -> None:
     df = pd.DataFrame(
         {"text": ["a  b", "a b", "<p></p>", "   ", "c", "C"], "label": [0, 0, 1, 1, 1, 0]}
     )
-    out, counts = clean_frame(df, CleanParams())
+    out, counts = clean_frame(df, section("data.clean"))
     assert list(out["text"]) == ["a b", "c", "C"]
     assert (counts.rows_in, counts.dropped_empty, counts.dropped_duplicate, counts.rows_out) == (
         6,
@@ -44,7 +44,7 @@ def _train() -> pd.DataFrame:
 
 
 def test_augmentation_is_deterministic_and_flagged() -> None:
-    params = AugmentParams(copies=2, rate=0.3)
+    params = section("data.augment", copies=2, rate=0.3)
     a = augment_train(_train(), params, 7, TH)
     b = augment_train(_train(), params, 7, TH)
     c = augment_train(_train(), params, 8, TH)
@@ -60,12 +60,12 @@ def test_augmentation_is_deterministic_and_flagged() -> None:
 def test_augmentation_never_produces_held_out_texts() -> None:
     train = pd.DataFrame({"text": ["good movie", "great movie"], "label": [1, 1]})
     forbidden = {"movie good", "great film", "film great", "beneficial movie", "good film"}
-    out = augment_train(train, AugmentParams(copies=5, rate=0.5), 1, TH, forbidden)
+    out = augment_train(train, section("data.augment", copies=5, rate=0.5), 1, TH, forbidden)
     assert not set(out["text"]) & forbidden
 
 
 def test_augmentation_off_returns_originals() -> None:
-    out = augment_train(_train(), AugmentParams(enabled=False), 1, TH)
+    out = augment_train(_train(), section("data.augment", enabled=False), 1, TH)
     assert len(out) == 30 and not out["augmented"].any()
 
 

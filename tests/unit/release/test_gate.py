@@ -7,11 +7,12 @@ from dataclasses import replace
 import pytest
 
 from tasks.release.gate import Scorecard, decide_promotion
-from tuneline.config import GateParams
+from tests.params import section
 
 pytestmark = pytest.mark.unit
 
-POLICY = GateParams(
+POLICY = section(
+    "gate",
     min_accuracy=0.8,
     min_macro_f1=0.7,
     alpha=0.05,
