@@ -2,7 +2,8 @@
 
 Model directory: $TUNELINE_MODEL_DIR, else `model/` bundled beside this package in the Bento
 (tasks/release/package.py puts it there). Limits: $TUNELINE_SERVE_CONFIG, else the bundled
-`serve_config.json` written from params.serve, else the defaults below.
+`serve_config.json`, which the package step writes from params.serve. There is no fallback:
+params.yaml is their one source, so a missing file or limit stops the service at import.
 
 BentoML provides /livez, /healthz, /readyz (ready once the model is loaded, via __is_ready__)
 and /metrics, which already holds request latency histograms and the adaptive batch size
@@ -26,28 +27,48 @@ from serving.guard import RequestGuard, RouteGuard, routed_paths
 from serving.predictor import OnnxTextClassifier
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS: dict[str, Any] = {
-    "max_texts": 64,
-    "max_chars": 5000,
-    "timeout_s": 30,
-    "max_batch_size": 32,
-    "max_latency_ms": 1000,
-    "max_concurrency": 64,
-    "num_threads": 1,
-    # h11's default (uvicorn's limit when it parses with h11); with httptools, which BentoML's
-    # uvicorn uses and whose options BentoML does not expose, uvicorn has none.
-    "max_header_bytes": 16384,
-}
+SERVE_CONFIG = "serve_config.json"
+# The params.serve keys this service reads (host and port are the server's): serve_config()
+# returns only these, so reading one not listed fails at once, not on a rare code path.
+LIMITS = (
+    "max_texts",
+    "max_chars",
+    "timeout_s",
+    "max_batch_size",
+    "max_latency_ms",
+    "max_concurrency",
+    "num_threads",
+    "max_header_bytes",
+)
 LENGTH_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
+class ServeConfigError(RuntimeError):
+    """The serve config file is missing or lacks a limit (the message names which)."""
+
+
 def serve_config() -> dict[str, Any]:
-    """Limits for this Bento: env file, bundled file, or defaults."""
-    path = Path(os.environ.get("TUNELINE_SERVE_CONFIG") or BUNDLE_ROOT / "serve_config.json")
-    config = dict(DEFAULTS)
-    if path.exists():
-        config.update(json.loads(path.read_text(encoding="utf-8")))
-    return config
+    """The limits of this service, read from $TUNELINE_SERVE_CONFIG or the bundled file.
+
+    Returns:
+        Each key of LIMITS and its value in the file (other keys in it are not limits).
+
+    Raises:
+        ServeConfigError: the file does not exist, or lacks one of LIMITS (all named).
+    """
+    path = Path(os.environ.get("TUNELINE_SERVE_CONFIG") or BUNDLE_ROOT / SERVE_CONFIG)
+    try:
+        config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ServeConfigError(
+            f"serve config {path} not found: the package step writes it from params.serve; "
+            "serving from source, point $TUNELINE_SERVE_CONFIG at one"
+        ) from exc
+    missing = [key for key in LIMITS if key not in config]
+    if missing:
+        keys = ", ".join(f"'serve.{key}'" for key in missing)
+        raise ServeConfigError(f"serve config {path}: missing key {keys}")
+    return {key: config[key] for key in LIMITS}
 
 
 def model_dir() -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tests.synthetic import HAM, SPAM, synthetic_rows
-from tuneline.config import Params
+from tuneline.config import Params, ServeParams
 
 
 def synthetic(n: int, seed: int) -> pd.DataFrame:
@@ -125,7 +125,8 @@ def served(
         log_path: where the server's output goes (read on failure).
         ready_timeout_s: how long to wait for /readyz.
         model_dir: the ONNX variant to serve from source.
-        serve_config: a serve_config.json overriding the limits.
+        serve_config: the serve_config.json with the limits (`write_serve_config`); required
+            from source, where no Bento bundles one; with a tag it overrides the bundled one.
         env: extra environment for the server.
         cpus: pin the server and every process it spawns to these CPUs (taskset list).
 
@@ -136,6 +137,8 @@ def served(
     from tasks.release.promote import free_port, wait_ready
     from tuneline.processes import start_child, stop_group
 
+    if model_dir is not None and serve_config is None:
+        raise ValueError("serving from source needs serve_config: the service has no defaults")
     port = free_port()
     server_env = bentoml_env(**(env or {}))
     if model_dir is not None:
@@ -158,9 +161,12 @@ def served(
 
 
 def write_serve_config(path: Path, params: Params, **overrides: Any) -> Path:
-    """params.serve (plus overrides) as the serve_config.json the service reads."""
-    path.write_text(json.dumps({**params.serve.model_dump(), **overrides}))
-    return path
+    """params.serve (plus overrides, validated) as the serve_config.json the service reads,
+    written by the package step's own writer."""
+    from tasks.release.package import write_serve_config as write_for_service
+
+    serve = ServeParams.model_validate({**params.serve.model_dump(), **overrides})
+    return write_for_service(path, serve)
 
 
 def set_env(updates: dict[str, str | None]) -> dict[str, str | None]:

@@ -21,13 +21,14 @@ from pathlib import Path
 from prefect import task
 
 from tuneline import registry
-from tuneline.config import Params
+from tuneline.config import Params, ServeParams
 from tuneline.io import md5_file, write_json
 from tuneline.settings import get_settings
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
 SERVING_FILES = ("__init__.py", "service.py", "guard.py", "predictor.py")
 BUILD_TIMEOUT_S = 300
+SERVE_CONFIG = "serve_config.json"  # serving/service.py reads its limits from it, and only it
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ def bentoml_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def write_serve_config(path: Path | str, serve: ServeParams) -> Path:
+    """Write params.serve as the file the service reads its limits from (it has no defaults).
+
+    Args:
+        path: where: a Bento's staging directory, or what $TUNELINE_SERVE_CONFIG names for
+            the service served from source.
+        serve: the limits, from the loaded params.
+
+    Returns:
+        `path`.
+    """
+    write_json(path, serve.model_dump())
+    return Path(path)
+
+
 def bento_name(registered_model: str) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", registered_model.lower()).strip("-._") or "tuneline"
 
@@ -76,7 +92,7 @@ def build_bento(variant_dir: Path | str, *, name: str, version: str, params: Par
         for fname in SERVING_FILES:
             shutil.copy2(SERVING_DIR / fname, ctx / "serving" / fname)
         shutil.copytree(variant_dir, ctx / "model")
-        write_json(ctx / "serve_config.json", params.serve.model_dump())
+        write_serve_config(ctx / SERVE_CONFIG, params.serve)
         shutil.copy2(SERVING_DIR / "bentofile.yaml", ctx / "bentofile.yaml")
         cmd = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml"]
         cmd += ["--name", name, "--version", version, "-o", "tag", str(ctx)]

@@ -78,7 +78,10 @@ def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: Non
     env = {"TUNELINE_API_TOKEN": TOKEN}
     log = tiny.base / "serve-short.log"
     target = "serving.service:Classifier"
-    with served(target, log, model_dir=tiny.variant, env=env, cpus=SERVER_CPUS) as url:
+    config = write_serve_config(tiny.base / "serve-short.json", tiny.params)
+    with served(
+        target, log, model_dir=tiny.variant, serve_config=config, env=env, cpus=SERVER_CPUS
+    ) as url:
         result = load_serving.run(
             load_serving.run_profile(url, token=TOKEN, capacity_s=3.0, phase_s=3.0, burst=150)
         )
