@@ -1,9 +1,10 @@
-"""What data validation checks: the derived frame and the Great Expectations suite.
+"""What data validation checks: the Great Expectations suite over the derived frame.
 
 Every check is a real GX expectation. Where GX has no built-in for an aggregate (label type
-mix, duplicate rate, class share, cross-split leakage) the aggregate is computed per row with
-pandas into a derived `_`-column and asserted with a plain GX expectation, so it still shows
-in Data Docs. GX is imported lazily (the import costs seconds). tasks/data/validate.py runs it.
+mix, duplicate rate, class share, cross-split leakage) the aggregate is computed per row
+(tasks/data/derive.py) into a derived `_`-column and asserted with a plain GX expectation, so
+it still shows in Data Docs. GX is imported lazily (the import costs seconds);
+tasks/data/gx.py runs the suite.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.data.derive import ROW, derive
 from tuneline.config import ValidationParams
 
-ROW = "_row"  # input row number, so GX results point at the offending rows
 REQUIRED = ("text", "label")
 CONTROL_CHARS = r"[\x00-\x08\x0B-\x1F]"  # C0 controls except \t and \n
 TEXT_CHECKS = tuple(["text_not_null", "text_is_str", "text_not_empty", "text_not_whitespace"])
@@ -67,25 +68,6 @@ def _gxe() -> Any:
     return gxe
 
 
-def _type_name(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "bool"
-    if isinstance(value, int | np.integer):
-        return "int"  # numpy integers from Parquet are ints too
-    if isinstance(value, float | np.floating):
-        return "float"
-    return type(value).__name__
-
-
-def _label_text(value: Any) -> str | None:
-    if _type_name(value) is None:
-        return None
-    text = str(value)
-    return text if text.strip() else None  # an empty CSV cell is a missing label
-
-
 def fmt(values: Sequence[Any], limit: int = 5) -> str:
     """A short, readable list of values (repr, so control characters stay visible)."""
     shown = [repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..." for v in values[:limit]]
@@ -104,26 +86,6 @@ def _check(name: str, kind: str, describe: Describe, examples: Any = None, **kw:
     """`kind` is the GX class name without its `Expect` prefix, to keep the tables short."""
     expectation = getattr(_gxe(), f"Expect{kind}")(**kw, meta={"check": name})
     return Check(name, expectation, describe, examples)
-
-
-def derive(df: pd.DataFrame) -> pd.DataFrame:
-    """The frame GX validates: raw text/label plus the per-row aggregates the checks assert."""
-    out = pd.DataFrame({ROW: np.arange(len(df), dtype="int64")})
-    if "text" in df.columns:
-        out["text"] = pd.Series(df["text"].to_numpy(dtype=object), dtype=object)
-        out["_text_type"] = out["text"].map(_type_name).astype(object)
-        out["_text_length"] = out["text"].map(lambda t: len(t) if isinstance(t, str) else None)
-    if "label" in df.columns:
-        out["label"] = pd.Series(df["label"].to_numpy(dtype=object), dtype=object)
-        out["_label"] = out["label"].map(_label_text).astype(object)
-        out["_label_type"] = out["label"].map(_type_name).astype(object)
-        shares = out["_label"].value_counts(normalize=True, dropna=True)
-        out["_class_share"] = out["_label"].map(shares).astype("float64")
-    if "text" in out.columns and "label" in out.columns:
-        # repr keeps 1 and "1" apart and copes with unhashable values (lists in JSONL)
-        keys = out["text"].map(repr) + "\x00" + out["label"].map(repr)
-        out["_duplicate"] = keys.duplicated().astype("int64")
-    return out
 
 
 def _text_checks(params: ValidationParams) -> list[Check]:

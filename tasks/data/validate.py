@@ -7,25 +7,21 @@ the caller gets a `DataValidationError` whose failures each start with the check
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from tasks.data.checks import ROW, Check, Outcome, Suite, build_suite, leakage_suite
+from tasks.data.checks import Suite, build_suite, leakage_suite
+from tasks.data.gx import run_suite
 from tuneline.config import DataParams, ValidationParams
 from tuneline.errors import DataValidationError
 from tuneline.io import atomic_dir, read_table, write_json
 
 DOCS_DIR = "data_docs"
-SITE = "tuneline"
 SUMMARY = "summary.json"
 _EXAMPLE_CHARS = 80
 
@@ -104,7 +100,7 @@ def _report(suite: Suite, *, name: str, report_dir: Path, n_rows: int) -> Valida
     report_dir = Path(report_dir)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "data"  # GX uses it in file names
     with atomic_dir(report_dir / DOCS_DIR) as docs:
-        outcomes = _run_gx(suite, name=name, docs_dir=docs)
+        outcomes = run_suite(suite, name=name, docs_dir=docs)
     failed = [
         {
             "check": o.name,
@@ -133,93 +129,6 @@ def _report(suite: Suite, *, name: str, report_dir: Path, n_rows: int) -> Valida
     if failed:
         _print_failures(name, failed, report_dir)
     return result
-
-
-def _site(docs_dir: Path) -> dict[str, Any]:
-    return {
-        "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
-        "store_backend": {
-            "class_name": "TupleFilesystemStoreBackend",
-            "base_directory": str(docs_dir),
-        },
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    }
-
-
-def _rows(check: Check, result: dict[str, Any]) -> tuple[int, ...]:
-    ids = [
-        int(item[ROW]) for item in result.get("partial_unexpected_index_list") or [] if ROW in item
-    ]
-    if not ids and check.examples is not None:
-        ids = [int(i) for i in np.flatnonzero(check.examples.to_numpy(dtype=bool))[:3]]
-    return tuple(dict.fromkeys(ids))[:3]
-
-
-def _run_gx(suite: Suite, *, name: str, docs_dir: Path) -> list[Outcome]:
-    """Validate `suite.frame` in a fresh ephemeral GX context and build Data Docs in `docs_dir`.
-
-    Returns:
-        One outcome per check (non-GX findings first), in suite order.
-    """
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import (
-        DataContextConfig,
-        InMemoryStoreBackendDefaults,
-        ProgressBarsConfig,
-    )
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
-        data_docs_sites={SITE: _site(docs_dir)},  # the only site: nothing lands in /tmp
-        analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False),
-    )
-    context = gx.get_context(mode="ephemeral", project_config=config)
-    batch = (
-        context.data_sources.add_pandas("tuneline")
-        .add_dataframe_asset(name)
-        .add_batch_definition_whole_dataframe("all_rows")
-    )
-    gx_suite = context.suites.add(gx.ExpectationSuite(name=name))
-    for key, check in enumerate(suite.checks):
-        check.expectation.meta = {**(check.expectation.meta or {}), "key": key}
-        gx_suite.add_expectation(check.expectation)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch, suite=gx_suite)
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=name,
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[SITE])],
-            result_format={
-                "result_format": "SUMMARY",
-                "partial_unexpected_count": 20,
-                "unexpected_index_column_names": [ROW],
-            },
-        )
-    )
-    run = checkpoint.run(batch_parameters={"dataframe": suite.frame})
-    by_key: dict[int, Any] = {}
-    for validation in run.run_results.values():
-        for res in validation.results:
-            meta = res.expectation_config.meta if res.expectation_config else None
-            by_key[int((meta or {})["key"])] = res
-    outcomes = list(suite.problems)
-    for key, check in enumerate(suite.checks):
-        res = by_key[key]
-        if res.success:
-            outcomes.append(Outcome(check.name, True))
-            continue
-        info = res.exception_info or {}
-        if info.get("raised_exception"):
-            finding = f"could not be evaluated ({info.get('exception_message')})"
-        else:
-            finding = check.describe(dict(res.result or {}))
-        outcomes.append(Outcome(check.name, False, finding, _rows(check, dict(res.result or {}))))
-    return outcomes
 
 
 def run_validation(
@@ -316,16 +225,3 @@ def check_leakage(splits: Mapping[str, pd.DataFrame], *, report_dir: Path) -> Va
     if not result.success:
         raise DataValidationError(list(result.failures), result.data_docs)
     return result
-
-
-@task(name="validate_dataset", cache_policy=NO_CACHE)
-def validate_dataset(
-    path: Path | str,
-    params: DataParams,
-    *,
-    report_dir: Path,
-    header: bool = True,
-    names: list[str] | None = None,
-) -> ValidationResult:
-    """Prefect task: `validate_file` (the file may change under the same path, so no cache)."""
-    return validate_file(path, params, report_dir=report_dir, header=header, names=names)

@@ -19,7 +19,6 @@ from tasks.data.validate import (
     ValidationResult,
     check_leakage,
     run_validation,
-    validate_dataset,
     validate_file,
 )
 from tuneline.config import DataParams, load_params
@@ -250,14 +249,14 @@ def test_report_has_data_docs_and_summary(params: DataParams, tmp_path: Path) ->
     assert [e["row"] for e in detail["examples"]] == [3, 4]
 
 
-def test_run_validation_never_raises_and_task_wraps_validate_file(
+def test_run_validation_never_raises_and_a_clean_file_passes(
     params: DataParams, tmp_path: Path
 ) -> None:
     garbage = pd.DataFrame({"text": [None, 3.5, ""], "label": [[1], None, float("nan")]})
     result = run_validation(garbage, params.validation, name="garbage", report_dir=tmp_path / "g")
     assert not result.success and "min_rows" in checks_named(list(result.failures))
     path = write(tmp_path / "clean.csv", base_rows())
-    assert validate_dataset.fn(path, params, report_dir=tmp_path / "task").success
+    assert validate_file(path, params, report_dir=tmp_path / "file").success
 
 
 def test_leakage_between_splits(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data.checks import ROW, derive, fmt
+from tasks.data.checks import fmt
+from tasks.data.derive import ROW, derive
 from tasks.data.validate import ValidationResult
 
 pytestmark = pytest.mark.unit
