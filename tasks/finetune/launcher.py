@@ -5,18 +5,15 @@ the distributed path. `python -m tasks.finetune.launcher <torchrun args>` is tor
 (`torch.distributed.run.main`) started by `tuneline.processes.start_child`: it gets SIGTERM when
 the task's process dies (SIGKILL included), and torchrun then stops its workers. The workers,
 which torchrun starts in sessions of their own, die with the agent too: each ties itself to the
-pid the agent published in $TUNELINE_LAUNCHER_PID (see `train_worker`), so a worker whose agent
-died while it was still importing torch exits instead of training on, or waiting for minutes
-on a rendezvous store that is gone.
+pid the agent published in $TUNELINE_LAUNCHER_PID (see `tasks.finetune.worker.main`), so a
+worker whose agent died while it was still importing torch exits instead of training on, or
+waiting for minutes on a rendezvous store that is gone.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tuneline.config import TrainParams
@@ -28,6 +25,7 @@ LAUNCHER_PID_ENV = "TUNELINE_LAUNCHER_PID"  # the agent's pid, for its workers t
 
 
 def world_size(params: TrainParams) -> int:
+    """Processes over all nodes: `nproc` x `nnodes`."""
     return params.nproc * params.nnodes
 
 
@@ -103,6 +101,12 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
     torchrun runs in a process group of its own, tied to this process: it is stopped when
     this process dies, however it dies.
 
+    Args:
+        spec_path: the worker's spec (tasks/finetune/task.py writes it).
+        params: `params.train` (process layout, threads).
+        log_path: torchrun's and the workers' output, appended to.
+        cwd: where torchrun runs (the project).
+
     Raises:
         TrainingError: torchrun failed; the message holds the tail of the log.
     """
@@ -113,7 +117,7 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
         log.flush()
         proc = start_child(cmd, env=worker_env(params), log=log, cwd=cwd)
         try:
-            rc = wait_with_progress(proc, log_path)
+            rc = proc.wait()
         except BaseException:
             # Interrupted (Ctrl-C, cancelled flow): never leave training running.
             stop_group(proc, grace_s=30)
@@ -121,29 +125,6 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
     if rc != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
         raise TrainingError(f"training failed (torchrun exit code {rc}); log {log_path}:\n{tail}")
-
-
-_STEP = re.compile(rb"(\d+)/(\d+) \[")
-
-
-def wait_with_progress(proc: subprocess.Popen[bytes], log_path: Path, every_s: float = 1.0) -> int:
-    """Wait for torchrun, mirroring the Trainer's step counter (written to the log) as a
-    progress bar on the console; a plain wait when stderr is not a terminal."""
-    if not sys.stderr.isatty():
-        return proc.wait()
-    from tqdm import tqdm
-
-    with tqdm(desc="fine-tuning", unit="step", dynamic_ncols=True) as bar:
-        while proc.poll() is None:
-            with open(log_path, "rb") as fh:
-                fh.seek(max(0, log_path.stat().st_size - 4096))
-                found = _STEP.findall(fh.read())
-            if found:
-                done, total = (int(x) for x in found[-1])
-                bar.total = total
-                bar.update(done - bar.n)
-            time.sleep(every_s)
-    return int(proc.returncode)
 
 
 def main(argv: list[str] | None = None) -> None:

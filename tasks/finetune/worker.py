@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from transformers import (
     set_seed,
 )
 
+from tasks.finetune.callbacks import MlflowStepLogger, ProgressCallback
 from tasks.finetune.checkpoints import CompletionMarkerCallback
 from tasks.finetune.launcher import LAUNCHER_PID_ENV, per_device_batch
 from tasks.finetune.losses import WeightedLossTrainer, class_weights
@@ -44,7 +43,6 @@ from tuneline.models import resolve_model_source as resolve_source
 from tuneline.processes import tie_to_parent
 
 BEST_METRIC = "macro_f1"
-_KEY_RE = re.compile(r"[^\w\-. /]")
 
 
 def precision_flags(choice: str, cuda: bool, bf16_ok: bool) -> tuple[bool, bool]:
@@ -58,51 +56,6 @@ def precision_flags(choice: str, cuda: bool, bf16_ok: bool) -> tuple[bool, bool]
     if choice == "fp16" and not cuda:
         raise ConfigError(["train.precision=fp16 needs CUDA; use fp32, bf16 or auto on CPU"])
     return choice == "bf16", choice == "fp16"
-
-
-class MlflowStepLogger(TrainerCallback):
-    """Logs every Trainer log (loss, lr, eval_* metrics) to an existing MLflow run, rank 0 only."""
-
-    def __init__(self, tracking_uri: str, run_id: str, rank: int) -> None:
-        self.run_id = run_id if rank == 0 else ""
-        self._client: Any = None
-        if self.run_id:
-            # Opening the store costs seconds (imports, schema check): pay it before the
-            # training loop, not inside its first logging step.
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(tracking_uri)
-            self._client.get_run(self.run_id)
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-        if not state.is_world_process_zero or not self.run_id or not logs:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(_KEY_RE.sub("_", k), float(v), now, state.global_step)
-            for k, v in logs.items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
-        ]
-        if metrics:
-            self._client.log_batch(self.run_id, metrics=metrics)
-
-
-class ProgressCallback(TrainerCallback):
-    """Records where this process started and how many optimizer steps it ran."""
-
-    def __init__(self) -> None:
-        self.start_step: int | None = None
-        self.steps_run = 0
-
-    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.start_step = state.global_step
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        if self.start_step is None:
-            self.start_step = state.global_step - 1
-        self.steps_run += 1
 
 
 def _set_dropout(model: torch.nn.Module, p: float) -> None:
