@@ -1,8 +1,9 @@
-"""What dvc.yaml declares that the code must respect: the paths DVC owns as stage outputs.
+"""What DVC's two files say: the paths dvc.yaml declares as stage outputs, and the hashes
+dvc.lock recorded for them.
 
 Before it runs a stage DVC deletes that stage's outputs, and afterwards it rewrites them, so
 nothing a user wants to keep may live there. The paths are read from dvc.yaml itself, never
-from a list kept by hand.
+from a list kept by hand. dvc.lock is read here only, for lineage and the split checks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 DVC_FILE = "dvc.yaml"
+LOCK_FILE = "dvc.lock"
 OUTPUT_KINDS = ("outs", "metrics", "plots")  # DVC removes every one of them before a run
 
 
@@ -55,3 +57,26 @@ def output_holding(path: Path | str, root: Path | str) -> tuple[Path, str] | Non
         if target == out or out in target.parents:
             return out, stage
     return None
+
+
+def locked_outs(root: Path | str) -> dict[str, str]:
+    """path -> md5 of every file output recorded in `root`/dvc.lock.
+
+    Args:
+        root: the project directory (the DVC repo).
+
+    Returns:
+        output path as written in dvc.lock (relative to `root`) -> md5; directory outputs
+        (md5 ending '.dir') are skipped; {} when there is no dvc.lock.
+    """
+    lock = Path(root) / LOCK_FILE
+    if not lock.exists():
+        return {}
+    data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    outs: dict[str, str] = {}
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs", []):
+            md5 = str(out.get("md5", ""))
+            if md5 and not md5.endswith(".dir"):
+                outs[str(out["path"])] = md5
+    return outs

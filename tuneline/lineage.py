@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from tuneline.dvcfile import locked_outs
 from tuneline.io import md5_file
 
 SPLITS = ("train", "val", "test")
@@ -41,15 +40,7 @@ def split_md5s(root: Path | str = ".") -> dict[str, str]:
     those values are prefixed 'unlocked:' so they never pass for a committed version.
     """
     root = Path(root)
-    recorded: dict[str, str] = {}
-    lock = root / "dvc.lock"
-    if lock.exists():
-        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-        for stage in (data.get("stages") or {}).values():
-            for out in stage.get("outs", []):
-                path = Path(out["path"])
-                if path.parent == PREPARED and path.stem in SPLITS:
-                    recorded[path.stem] = out["md5"]
+    recorded = {split: md5 for split, (_, md5) in _locked_splits(root).items()}
     for split in SPLITS:
         if split not in recorded:
             path = root / PREPARED / f"{split}.parquet"
@@ -77,19 +68,14 @@ def lineage_tags(root: Path | str = ".") -> dict[str, str]:
     return tags
 
 
-def _locked_outs(root: Path) -> dict[str, str]:
-    """path -> md5 of every file output recorded in dvc.lock (directories skipped)."""
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return {}
-    data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-    outs: dict[str, str] = {}
-    for stage in (data.get("stages") or {}).values():
-        for out in stage.get("outs", []):
-            md5 = str(out.get("md5", ""))
-            if md5 and not md5.endswith(".dir"):
-                outs[str(out["path"])] = md5
-    return outs
+def _locked_splits(root: Path) -> dict[str, tuple[Path, str]]:
+    """split name -> (path relative to root, md5) for each split dvc.lock records."""
+    locked = {}
+    for rel, md5 in locked_outs(root).items():
+        path = Path(rel)
+        if path.parent == PREPARED and path.stem in SPLITS:
+            locked[path.stem] = (path, md5)
+    return locked
 
 
 def _object_path(store: Path, md5: str) -> Path:
@@ -122,11 +108,7 @@ def verify_splits(
     from tuneline.errors import DataValidationError
 
     root = Path(root)
-    locked = {
-        Path(p).stem: (Path(p), md5)
-        for p, md5 in _locked_outs(root).items()
-        if Path(p).parent == PREPARED and Path(p).stem in SPLITS
-    }
+    locked = _locked_splits(root)
     failures = [f"{s}: not recorded in dvc.lock" for s in SPLITS if s not in locked]
     for rel, expected in sorted(locked.values()):
         places: list[tuple[str, Path, bool]] = [("workspace", root / rel, True)]
