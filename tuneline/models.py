@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from tuneline.errors import TrainingError, UnsafeArtifactError
 
 if TYPE_CHECKING:
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
     from tuneline.config import TrainParams
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# The inputs every exported graph takes, in order (serving.predictor.INPUT_NAMES on the ONNX
+# side: tuneline cannot import serving, and serving cannot import tuneline).
+INPUT_NAMES = ("input_ids", "attention_mask")
 TINY = "tiny-bert"
 MINILM = "minilm"
 
@@ -182,6 +187,65 @@ def load_classifier(model_dir: Path | str) -> tuple[Any, Any]:
     )
     model.eval()
     return model, tokenizer
+
+
+def encode(
+    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_max: bool = False
+) -> dict[str, np.ndarray]:
+    """Tokenize `texts` with a Hugging Face tokenizer into the int64 arrays of INPUT_NAMES.
+
+    The PyTorch side of export (the tracing sample, parity references, calibration rows) and
+    of evaluation feed models exactly these, as the ONNX side does.
+
+    Args:
+        tokenizer: a transformers tokenizer.
+        texts: the texts, truncated to `max_length` tokens.
+        max_length: truncation length.
+        pad_to_max: pad every row to `max_length` instead of to the longest row.
+
+    Returns:
+        input name -> array [batch, seq].
+    """
+    enc = tokenizer(
+        list(texts),
+        padding="max_length" if pad_to_max else True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="np",
+    )
+    return {name: np.asarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+
+
+def torch_logits(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 32
+) -> np.ndarray:
+    """Logits of a PyTorch classifier, tokenized as the exported graph is (`encode`).
+
+    Used by evaluation and as the parity reference of every ONNX export. Rows are batched in
+    order of length, which keeps padding per batch small; the input order is restored.
+
+    Args:
+        model: a transformers sequence classifier (put in eval mode here).
+        tokenizer: its tokenizer.
+        texts: the texts.
+        max_length: truncation length.
+        batch_size: rows per forward pass.
+
+    Returns:
+        float32 logits [len(texts), num_labels], in input order.
+    """
+    import torch
+
+    model.eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), int(model.config.num_labels)), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            feed = encode(tokenizer, [texts[i] for i in idx], max_length)
+            logits = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
+            out[idx] = logits.float().numpy()
+    return out
 
 
 class TextDataset:

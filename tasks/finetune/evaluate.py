@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from scipy.special import softmax
 
 from tuneline.errors import TrainingError
 from tuneline.io import atomic_path, write_parquet
@@ -26,28 +27,21 @@ class EvalResult:
 
 
 def predict_logits(model_dir: Path, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Logits [rows, num_labels] of the model in `model_dir`, loaded safely."""
-    import torch
+    """Logits of the model in `model_dir`, loaded safely.
 
-    from tuneline.models import load_classifier
+    Args:
+        model_dir: fine-tuned HF model dir.
+        texts: the texts, truncated to the tokenizer's model_max_length (at most 512).
+        batch_size: rows per forward pass.
+
+    Returns:
+        float32 logits [rows, num_labels], in input order.
+    """
+    from tuneline.models import load_classifier, torch_logits
 
     model, tokenizer = load_classifier(model_dir)
     max_len = min(int(tokenizer.model_max_length), 512)
-    # Sorting by length keeps padding per batch small; the order is restored below.
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer(
-                [texts[i] for i in idx],
-                truncation=True,
-                max_length=max_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            out[idx] = model(**enc).logits.float().numpy()
-    return out
+    return torch_logits(model, tokenizer, texts, max_len, batch_size)
 
 
 def evaluate_model(
@@ -89,8 +83,7 @@ def evaluate_model(
     scores.pop("confusion")
     metrics = {k: float(v) for k, v in scores.items()}
     metrics["rows"] = float(len(df))
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(logits, axis=1)
     out = pd.DataFrame({"text": df["text"], "label": df["label"].astype("int64"), "pred": pred})
     for i in range(len(labels)):
         out[f"prob_{i}"] = probs[:, i]
