@@ -1,7 +1,7 @@
 """Fine-tuning throughput: the pipeline's task vs a bare HF Trainer script, side by side.
 
 Both train the same model on the same data with the same settings (batch, lr, schedule,
-steps, eval/save/log cadence, seed, threads). The pipeline runs `finetune_model` (torchrun,
+steps, eval/save/log cadence, seed, threads). The pipeline runs `finetune_classifier` (torchrun,
 DDP wrapper, checkpoint markers, MLflow logging, loss subclass); the bare script is a plain
 `Trainer.train()` in one process. Samples/s is the Trainer's own `train_samples_per_second`
 (the training loop, including its evals and checkpoint saves) for both; end-to-end wall time
@@ -144,11 +144,11 @@ def run_bare(params, prepared: Path, work: Path, threads: int) -> dict[str, floa
 
 
 def run_pipeline(params, prepared: Path, work: Path, tag: str) -> dict[str, float]:
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
 
     out = work / f"pipeline-{tag}"
     started = time.perf_counter()
-    result = finetune_model(prepared, params, output_dir=out, project_root=work)
+    result = finetune_classifier.fn(prepared, params, output_dir=out, project_root=work)
     wall = time.perf_counter() - started
     metrics = json.loads((out / "train_result.json").read_text())["metrics"]
     return {
@@ -221,7 +221,7 @@ def main() -> None:
         "| | train samples/s (best) | end-to-end wall s |",
         "| --- | ---: | ---: |",
         f"| bare HF Trainer | {best_bare['samples_per_s']:.1f} | {best_bare['wall_s']:.1f} |",
-        f"| tuneline finetune_model | {best_pipe['samples_per_s']:.1f} "
+        f"| tuneline finetune_classifier | {best_pipe['samples_per_s']:.1f} "
         f"| {best_pipe['wall_s']:.1f} |",
         "",
         f"Ratio pipeline / bare (samples/s): **{ratio:.3f}** (target >= {TARGET}: "

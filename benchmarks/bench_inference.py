@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from tasks.compress.task import compress_and_export
+    from tasks.compress.task import compress_model
     from tuneline.config import load_params
     from tuneline.onnx_runtime import OnnxClassifier
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or build_model(
         args.base, prepared, work / "model", params, args.train_steps
     )
-    result = compress_and_export(
+    result = compress_model.fn(
         model_dir, prepared, params, output_dir=work / "variants", parent_run_id=None
     )
     test = pd.read_parquet(prepared / "test.parquet")

@@ -48,6 +48,7 @@ def prefect_env() -> None:
 
 
 def fail(exc: TunelineError) -> None:
+    """Print a named error in red and exit 2: bad input is a message, never a traceback."""
     typer.secho(str(exc), fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -105,7 +106,7 @@ def run(
     except TunelineError as exc:
         fail(exc)
         return
-    typer.echo(summary.render() if hasattr(summary, "render") else json.dumps(summary, indent=2))
+    typer.echo(summary.render())
 
 
 @app.command()
@@ -114,8 +115,9 @@ def stage(
     root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
 ) -> None:
     """Run one data stage body (what dvc.yaml calls; use `dvc repro` to run them tracked)."""
+    from tasks.data.dvc_stages import error_file
     from tasks.data.stages import STAGES, run_stage
-    from tuneline.settings import get_settings, use_project
+    from tuneline.settings import use_project
 
     use_project(root)
     if name not in STAGES:
@@ -125,7 +127,7 @@ def stage(
         run_stage(name, root.resolve())
     except TunelineError as exc:
         # the flow's task reads this to re-raise the same named error with every finding
-        err = get_settings().root / "errors" / f"{name}.json"
+        err = error_file(name)
         err.parent.mkdir(parents=True, exist_ok=True)
         err.write_text(
             json.dumps(
@@ -219,6 +221,7 @@ _register_commands()
 
 
 def main() -> None:
+    """The `tuneline` console script."""
     app(prog_name="tuneline")
 
 

@@ -12,87 +12,93 @@ from tuneline.errors import PromotionRefused, TunelineError
 from tuneline.settings import use_project
 
 
-def register_cli(app: typer.Typer) -> None:
-    """Add `promote`, `rollback` and `serve` to the tuneline CLI."""
+def promote(
+    version: str = typer.Argument(..., help="registered model version to gate and promote"),
+    profile: str = typer.Option(None, help="params profile (configs/<name>.yaml)"),
+    root: Path = typer.Option(Path("."), help="project directory"),
+) -> None:
+    """Run the promotion gate for VERSION; promote it to @champion if it passes."""
+    from flows.cli import fail, prefect_env
+    from tuneline.runlock import project_lock
 
-    @app.command()
-    def promote(
-        version: str = typer.Argument(..., help="registered model version to gate and promote"),
-        profile: str = typer.Option(None, help="params profile (configs/<name>.yaml)"),
-        root: Path = typer.Option(Path("."), help="project directory"),
-    ) -> None:
-        """Run the promotion gate for VERSION; promote it to @champion if it passes."""
-        from flows.cli import fail, prefect_env
-        from tuneline.runlock import project_lock
+    use_project(root)
+    try:
+        # a promotion builds Bentos and moves @champion: never beside a run of this project
+        with project_lock(f"tuneline promote {version}"):
+            prefect_env()  # Prefect's local server needs a longer start-up timeout
+            from flows.promotion import promotion_flow
 
-        use_project(root)
-        try:
-            # a promotion builds Bentos and moves @champion: never beside a run of this project
-            with project_lock(f"tuneline promote {version}"):
-                prefect_env()  # Prefect's local server needs a longer start-up timeout
-                from flows.promotion import promotion_flow
-
-                result = promotion_flow(version, profile=profile, project_root=str(root))
-        except PromotionRefused as exc:
-            typer.echo(f"version {version} refused:")
-            for reason in exc.reasons:
-                typer.echo(f"  {reason}")
-            raise typer.Exit(1) from exc
-        except TunelineError as exc:
-            fail(exc)
-            return
-        for reason in result.reasons:
+            result = promotion_flow(version, profile=profile, project_root=str(root))
+    except PromotionRefused as exc:
+        typer.echo(f"version {version} refused:")
+        for reason in exc.reasons:
             typer.echo(f"  {reason}")
-        if result.outcome == "lost_race":
-            typer.echo(f"lost the race: champion is now {result.champion}; nothing changed")
-            raise typer.Exit(2)
-        typer.echo(f"champion: {result.name} v{result.champion} (Bento {result.bento_tag})")
+        raise typer.Exit(1) from exc
+    except TunelineError as exc:
+        fail(exc)
+        return
+    for reason in result.reasons:
+        typer.echo(f"  {reason}")
+    if result.outcome == "lost_race":
+        typer.echo(f"lost the race: champion is now {result.champion}; nothing changed")
+        raise typer.Exit(2)
+    typer.echo(f"champion: {result.name} v{result.champion} (Bento {result.bento_tag})")
 
-    @app.command()
-    def rollback(
-        profile: str = typer.Option(None, help="params profile"),
-        root: Path = typer.Option(Path("."), help="project directory"),
-    ) -> None:
-        """Move @champion back to the previous champion (audited)."""
-        from tasks.release.promote import rollback_champion
 
-        use_project(root)
-        name = load_params(root, profile).gate.registered_model
-        move = rollback_champion(name)
-        if move.outcome != "moved":
-            typer.echo(f"nothing to roll back: champion is {move.from_version}")
-            raise typer.Exit(1)
-        typer.echo(f"champion: {name} v{move.from_version} -> v{move.to_version}")
+def rollback(
+    profile: str = typer.Option(None, help="params profile"),
+    root: Path = typer.Option(Path("."), help="project directory"),
+) -> None:
+    """Move @champion back to the previous champion (audited)."""
+    from tasks.release.promote import rollback_champion
 
-    @app.command()
-    def serve(
-        profile: str = typer.Option(None, help="params profile"),
-        root: Path = typer.Option(Path("."), help="project directory"),
-        host: str = typer.Option(None, help="bind address (default params.serve.host)"),
-        port: int = typer.Option(None, help="port (default params.serve.port)"),
-    ) -> None:
-        """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
-        from tasks.release.package import bentoml_env
-        from tuneline import registry
-        from tuneline.processes import run_foreground
+    use_project(root)
+    name = load_params(root, profile).gate.registered_model
+    move = rollback_champion(name)
+    if move.outcome != "moved":
+        typer.echo(f"nothing to roll back: champion is {move.from_version}")
+        raise typer.Exit(1)
+    typer.echo(f"champion: {name} v{move.from_version} -> v{move.to_version}")
 
-        use_project(root)
-        params = load_params(root, profile)
-        name = params.gate.registered_model
-        version = registry.alias_version(name, registry.CHAMPION)
-        if version is None:
-            typer.echo(f"{name} has no champion yet; run the pipeline or `tuneline promote`")
-            raise typer.Exit(1)
-        tag = registry.version_tags(name, version).get("bento_tag")
-        if not tag:
-            typer.echo(f"{name} v{version} has no Bento; run `tuneline promote {version}`")
-            raise typer.Exit(1)
-        host = host or params.serve.host
-        port = port or params.serve.port
-        typer.echo(f"serving {name} v{version} ({tag}) on http://{host}:{port}")
-        typer.echo(
-            f"try: curl -s -X POST http://{host}:{port}/predict "
-            "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'"
-        )
-        cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
-        raise typer.Exit(run_foreground(cmd, env=bentoml_env()))
+
+def serve(
+    profile: str = typer.Option(None, help="params profile"),
+    root: Path = typer.Option(Path("."), help="project directory"),
+    host: str = typer.Option(None, help="bind address (default params.serve.host)"),
+    port: int = typer.Option(None, help="port (default params.serve.port)"),
+) -> None:
+    """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
+    from tasks.release.package import bentoml_env
+    from tuneline import registry
+    from tuneline.processes import run_foreground
+
+    use_project(root)
+    params = load_params(root, profile)
+    name = params.gate.registered_model
+    version = registry.alias_version(name, registry.CHAMPION)
+    if version is None:
+        typer.echo(f"{name} has no champion yet; run the pipeline or `tuneline promote`")
+        raise typer.Exit(1)
+    tag = registry.version_tags(name, version).get("bento_tag")
+    if not tag:
+        typer.echo(f"{name} v{version} has no Bento; run `tuneline promote {version}`")
+        raise typer.Exit(1)
+    host = host or params.serve.host
+    port = port or params.serve.port
+    typer.echo(f"serving {name} v{version} ({tag}) on http://{host}:{port}")
+    typer.echo(
+        f"try: curl -s -X POST http://{host}:{port}/predict "
+        "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'"
+    )
+    cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
+    raise typer.Exit(run_foreground(cmd, env=bentoml_env()))
+
+
+def register_cli(app: typer.Typer) -> None:
+    """Add `promote`, `rollback` and `serve` to the tuneline CLI.
+
+    Args:
+        app: the `tuneline` Typer app (flows/cli.py).
+    """
+    for command in (promote, rollback, serve):
+        app.command()(command)

@@ -1,4 +1,9 @@
-"""The end-to-end training flow. It wires tasks together and raises when a gate fails."""
+"""The end-to-end training flow: every step in order, in stage blocks, through to promote.
+
+It wires tasks together and raises when a gate fails; the tasks do the work. Fine-tuning and
+compression are cached (tuneline.caching): a rerun on the same data, params and code returns
+their recorded results and registers nothing new.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +11,39 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.promotion import release_variant
 from tasks.compress.task import compress_model
 from tasks.data.dvc_stages import (
-    ingest_stage,
-    prepare_stage,
-    push_data,
-    validate_stage,
-    verify_data,
+    ingest_dataset,
+    prepare_dataset,
+    push_dataset,
+    summarize_dataset,
+    validate_dataset,
+    verify_dataset,
 )
-from tasks.data.prepare import read_prepared
-from tasks.finetune.evaluate import evaluate_classifier
-from tasks.finetune.plan import plan_runs
+from tasks.finetune.plan import plan_run_dirs
 from tasks.finetune.task import finetune_classifier
-from tuneline.caching import cached, compress_key, evaluate_key, finetune_key
-from tuneline.config import load_params
-from tuneline.lineage import split_md5s
-from tuneline.settings import get_settings
+from tasks.release.gate import gate_version
+from tasks.release.package import package_version
+from tasks.release.promote import (
+    PromotionResult,
+    hold_rolled_back,
+    promote_version,
+    skip_unchanged,
+)
+from tasks.release.register import register_variant
+from tasks.release.smoke import smoke_test_bento
+from tuneline.config import Params, load_params
+from tuneline.errors import PromotionRefused
+from tuneline.lineage import PREPARED
 from tuneline.summary import PipelineSummary, describe_release
-
-# the expensive steps are skipped when their inputs, params and code are unchanged
-finetune = cached(finetune_classifier, finetune_key)
-evaluate = cached(evaluate_classifier, evaluate_key)
-compress = cached(compress_model, compress_key)
 
 
 @flow(name="tuneline-training", log_prints=True)
 def training_flow(
     project_root: str = ".", force_ingest: bool = False, data_only: bool = False
 ) -> PipelineSummary:
-    """validate -> prepare (DVC stages) -> fine-tune -> evaluate -> compress/export ->
-    register -> gate -> package -> smoke -> promote.
+    """data (ingest -> validate -> prepare -> push -> verify) -> fine-tune (scores the test
+    split) -> compress -> release (register -> gate -> package -> smoke-test -> promote).
 
     Args:
         project_root: the project (DVC repo) to run in.
@@ -53,42 +60,76 @@ def training_flow(
     """
     root = Path(project_root)
     params = load_params(root)
-    ingested = ingest_stage(root, force=force_ingest)
-    validated = validate_stage(root, wait_for=[ingested])
-    prepared = prepare_stage(root, wait_for=[validated])
-    pushed = push_data(root, wait_for=[prepared])
-    verified = verify_data(root, wait_for=[pushed])  # re-hash, never trust mtime
-    prepared_dir = root / "data" / "prepared"
-    splits = read_prepared(prepared_dir)
-    summary = PipelineSummary(
-        data_md5=split_md5s(root),
-        split_sizes=splits.sizes,
-        data_counts=splits.counts,
-        stages_ran={s.name: s.ran for s in (ingested, validated, prepared)},
-    )
+    prepared_dir = root / PREPARED
+
+    # data: DVC stages, so dvc.lock records every hash
+    ingested = ingest_dataset(root, force=force_ingest)
+    validated = validate_dataset(root, wait_for=[ingested])
+    prepared = prepare_dataset(root, wait_for=[validated])
+    pushed = push_dataset(root, wait_for=[prepared])
+    data_md5 = verify_dataset(root, wait_for=[pushed])  # re-hash, never trust mtime
+    summary = summarize_dataset(root, data_md5, [ingested, validated, prepared])
     if data_only:
         return summary
-    dirs = plan_runs(root, prepared_dir, params, get_settings().runs_dir)
-    tuned = finetune(
+
+    # fine-tune
+    dirs = plan_run_dirs(root, prepared_dir, params)
+    tuned = finetune_classifier(
         prepared_dir,
         params,
         output_dir=Path(dirs.finetune),
         project_root=root,
-        wait_for=[verified],
+        wait_for=[data_md5],
     )
-    evaluated = evaluate(Path(tuned.model_dir), prepared_dir / "test.parquet", list(splits.labels))
-    compressed = compress(
+
+    # compress
+    compressed = compress_model(
         Path(tuned.model_dir),
         prepared_dir,
         params,
         output_dir=Path(dirs.compress),
         parent_run_id=tuned.run_id,
     )
-    released = release_variant(
+
+    # release: a candidate already champion, or one a person rolled back from, stops here
+    registered = register_variant(
         compressed.chosen.onnx_dir,
         params=params,
         finetune_run_id=tuned.run_id,
         variant_run_id=compressed.chosen.run_id,
-        project_root=str(root),
+        project_root=root,
     )
-    return summary.with_extra(describe_release(tuned, evaluated, compressed, released, params))
+    released = (
+        skip_unchanged(registered.name, registered.version, registered.reused)
+        or hold_rolled_back(registered.name, registered.version)
+        or release_version(registered.name, registered.version, params, root)
+    )
+    return summary.with_extra(describe_release(tuned, compressed, released, params))
+
+
+def release_version(name: str, version: str, params: Params, root: Path) -> PromotionResult:
+    """gate -> package -> smoke-test -> promote: the end of the training flow, and all of
+    `tuneline promote N` (flows/promotion.py). Call inside a flow.
+
+    Args:
+        name: registered model.
+        version: the registered candidate.
+        params: settings.
+        root: the project whose pinned test split the gate and the smoke test read.
+
+    Returns:
+        PromotionResult "promoted", or "lost_race" when champion moved during the gate.
+
+    Raises:
+        PromotionRefused: the gate or the Bento smoke test refused the candidate (every
+            reason listed).
+    """
+    gated = gate_version(name, version, params=params, project_root=root)
+    if not gated.decision.promote:
+        raise PromotionRefused(list(gated.decision.reasons))
+    bento = package_version(name, version, params=params)
+    smoke = smoke_test_bento(bento, params=params, project_root=root)
+    promoted = promote_version(gated, smoke)
+    if promoted.outcome == "refused":
+        raise PromotionRefused(list(promoted.reasons))
+    return promoted

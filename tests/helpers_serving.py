@@ -134,7 +134,7 @@ def served(
         The base URL; the server's process group is killed on exit.
     """
     from tasks.release.package import bentoml_env
-    from tasks.release.promote import free_port, wait_ready
+    from tasks.release.smoke import free_port, wait_ready
     from tuneline.processes import start_child, stop_group
 
     if model_dir is not None and serve_config is None:

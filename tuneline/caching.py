@@ -1,4 +1,5 @@
-"""Prefect cache keys for the expensive steps: fine-tune, evaluate, compress/export.
+"""Prefect cache keys for the expensive steps: fine-tune (which scores the test split too) and
+compress/export.
 
 Why Prefect's cache rather than DVC's: these steps write to MLflow and the registry, which DVC
 cannot see or restore; Prefect returns the recorded small result (run id, paths, metrics) and the
@@ -129,27 +130,6 @@ def plan_run_dirs(root: Path, prepared_dir: Path, params: Any, runs_dir: Path) -
 def _model_md5(model_dir: Path) -> str:
     weights = Path(model_dir) / "model.safetensors"
     return md5_file(weights) if weights.exists() else "missing"
-
-
-def evaluate_key(_: Any, inputs: dict[str, Any]) -> str:
-    """Prefect cache key of evaluation: model weights md5 + split md5 + labels + fine-tune code.
-
-    Args:
-        _: the Prefect task run context (unused).
-        inputs: the task's arguments (`model_dir`, `split_path`, `labels`).
-
-    Returns:
-        A sha256 hex digest.
-    """
-    return _key(
-        {
-            "step": "evaluate",
-            "model": _model_md5(Path(inputs["model_dir"])),
-            "split": md5_file(inputs["split_path"]),
-            "labels": list(inputs["labels"]),
-            "code": code_version(FINETUNE_PACKAGE, CODE_ROOT),
-        }
-    )
 
 
 def compress_key(_: Any, inputs: dict[str, Any]) -> str:

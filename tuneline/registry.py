@@ -1,10 +1,10 @@
-"""MLflow registry helpers: I/O retries, alias compare-and-set, champion history, audit log.
+"""MLflow registry helpers: I/O retries, alias compare-and-set, champion history.
 
 Aliases only, never stages. `champion` moves only through `move_champion`, a compare-and-set
 held under an exclusive file lock (fcntl.flock on <TUNELINE_HOME>/locks/<model>.lock), so the
 re-read and the set are atomic across processes on one machine. Against a shared remote
 registry written from several machines the lock does not reach; the re-read still narrows the
-window to one round trip.
+window to one round trip. Decisions are audited by tuneline.audit.
 """
 
 from __future__ import annotations
@@ -12,17 +12,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal, TypeVar
-
-import yaml
 
 from tuneline.settings import get_settings
 
@@ -33,7 +28,6 @@ HISTORY_TAG = "champion_history"
 # On a version that champion was rolled back from: the automatic path holds it until a
 # promotion by hand (move_champion clears it); new data or params make a new version anyway.
 ROLLED_BACK_TAG = "tuneline.rolled_back"
-AUDIT_EXPERIMENT = "audit"
 _TRANSIENT = re.compile(r"database is locked|temporarily unavailable|timed out|connection", re.I)
 
 
@@ -60,7 +54,14 @@ def client() -> Any:
 
 
 def with_retries(fn: Callable[[], T], attempts: int = 4, delay_s: float = 0.5) -> T:
-    """Call `fn`, retrying only transient I/O failures (network, locked sqlite) with backoff."""
+    """Call `fn`, retrying only transient I/O failures (network, locked sqlite) with backoff.
+
+    Args:
+        fn: the registry call; attempts: calls at most; delay_s: first wait (then doubled).
+
+    Returns:
+        What `fn` returned; a failure that is not transient, or the last one, is raised.
+    """
     from mlflow.exceptions import MlflowException
 
     for attempt in range(1, attempts + 1):
@@ -81,6 +82,12 @@ def experiment_id(name: str) -> str:
 
     Every tuneline experiment keeps its artifacts under the settings' artifact root; without
     an explicit location MLflow would put them in ./mlruns of whatever directory we run in.
+
+    Args:
+        name: the experiment.
+
+    Returns:
+        Its id.
     """
     from mlflow.exceptions import MlflowException
 
@@ -101,7 +108,14 @@ def experiment_id(name: str) -> str:
 
 
 def alias_version(name: str, alias: str) -> str | None:
-    """The version an alias points at, or None when the alias (or model) does not exist."""
+    """The version an alias points at.
+
+    Args:
+        name: registered model; alias: e.g. CHAMPION.
+
+    Returns:
+        The version, or None when the alias (or model) does not exist.
+    """
     from mlflow.exceptions import MlflowException
 
     mlc = client()
@@ -115,51 +129,35 @@ def alias_version(name: str, alias: str) -> str | None:
 
 
 def version_tags(name: str, version: str) -> dict[str, str]:
+    """Every tag of one registered version (lineage, gate, bento_tag, ...).
+
+    Args:
+        name: registered model; version: the version.
+
+    Returns:
+        tag -> value.
+    """
     mlc = client()
     return dict(with_retries(lambda: mlc.get_model_version(name, version)).tags)
 
 
 def set_version_tag(name: str, version: str, key: str, value: str) -> None:
+    """Set one tag on a registered version (retried on transient failures).
+
+    Args:
+        name: registered model; version: the version; key, value: the tag.
+    """
     mlc = client()
     with_retries(lambda: mlc.set_model_version_tag(name, version, key, value))
 
 
-def download_version(name: str, version: str, dest: Path | str) -> Path:
-    """Download a registered version and lay it out as an ONNX variant directory.
-
-    The registry holds an MLflow ONNX model (MLmodel, model.onnx, extra_files/ with the
-    tokenizer, labels.json and variant.json); `dest` gets model.onnx plus those files flat.
-
-    Returns:
-        `dest`, ready for serving.predictor.OnnxTextClassifier.
-    """
-    import mlflow.artifacts
-
-    client()
-    dest = Path(dest)
-    raw = dest.with_name(dest.name + ".download")
-    shutil.rmtree(raw, ignore_errors=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    with_retries(
-        lambda: mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=str(raw)
-        )
-    )
-    mlmodel = yaml.safe_load((raw / "MLmodel").read_text(encoding="utf-8"))
-    onnx_file = mlmodel["flavors"]["onnx"]["data"]
-    dest.mkdir(parents=True)
-    shutil.move(str(raw / onnx_file), dest / "model.onnx")
-    extra = raw / "extra_files"
-    if extra.is_dir():
-        for path in extra.iterdir():
-            shutil.move(str(path), dest / path.name)
-    shutil.rmtree(raw, ignore_errors=True)
-    return dest
-
-
 @contextlib.contextmanager
 def registry_lock(name: str) -> Iterator[None]:
-    """Exclusive cross-process lock for alias changes of one registered model."""
+    """Exclusive cross-process lock for alias changes of one registered model.
+
+    Args:
+        name: registered model.
+    """
     lock_dir = get_settings().root / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
@@ -172,7 +170,11 @@ def registry_lock(name: str) -> Iterator[None]:
 
 
 def champion_history(name: str) -> list[str]:
-    """Versions that were champion, oldest first (the top is the current one)."""
+    """Versions that were champion, oldest first (the top is the current one).
+
+    Args:
+        name: registered model.
+    """
     mlc = client()
     model = with_retries(lambda: mlc.get_registered_model(name))
     return list(json.loads(model.tags.get(HISTORY_TAG, "[]")))
@@ -219,6 +221,9 @@ def rollback_champion(name: str) -> AliasMove:
     """Move `champion` back to the version that was champion before the current one, and mark
     the version it leaves (ROLLED_BACK_TAG) so that no automatic run promotes it again.
 
+    Args:
+        name: registered model.
+
     Returns:
         AliasMove "moved", or "nothing_to_roll_back" when there is no earlier champion.
     """
@@ -241,84 +246,23 @@ def rollback_champion(name: str) -> AliasMove:
 
 
 def rolled_back_on(name: str, version: str) -> str | None:
-    """When champion was rolled back from `version` (ISO time), or None if it never was or a
-    promotion by hand cleared the mark since."""
+    """When champion was rolled back from `version`.
+
+    Args:
+        name: registered model; version: the version.
+
+    Returns:
+        The ISO time, or None if it never was or a promotion by hand cleared the mark since.
+    """
     return version_tags(name, version).get(ROLLED_BACK_TAG)
 
 
 def clear_rolled_back(name: str, version: str) -> None:
-    """Drop the rolled-back mark of `version` (a no-op when it has none)."""
+    """Drop the rolled-back mark of `version` (a no-op when it has none).
+
+    Args:
+        name: registered model; version: the version.
+    """
     if rolled_back_on(name, version) is not None:
         mlc = client()
         with_retries(lambda: mlc.delete_model_version_tag(name, version, ROLLED_BACK_TAG))
-
-
-def audit_path() -> Path:
-    return get_settings().root / "audit" / "decisions.jsonl"
-
-
-def append_audit(record: dict[str, Any]) -> dict[str, Any]:
-    """Append one decision to the audit trail: JSONL file, `audit` MLflow run, model tag.
-
-    The JSONL line is written first (fsync'd, under an append lock) so the decision is kept
-    even if the tracking store is down; MLflow failures then propagate after retries.
-
-    Returns:
-        The record with `time` and the MLflow `audit_run_id` added.
-    """
-    record = {"time": datetime.now(UTC).isoformat(timespec="seconds"), **record}
-    path = audit_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        fh.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-    mlc = client()
-    exp_id = experiment_id(AUDIT_EXPERIMENT)
-    run = with_retries(
-        lambda: mlc.create_run(
-            exp_id,
-            run_name=f"{record.get('event')}-{record.get('name')}-v{record.get('version')}",
-            tags={
-                "event": str(record.get("event")),
-                "outcome": str(record.get("outcome")),
-                "registered_model": str(record.get("name")),
-                "version": str(record.get("version")),
-            },
-        )
-    )
-    record = {**record, "audit_run_id": run.info.run_id}
-    with_retries(lambda: mlc.log_dict(run.info.run_id, record, "decision.json"))
-    numeric = {k: float(v) for k, v in (record.get("deltas") or {}).items()}
-    if numeric:
-        with_retries(
-            lambda: mlc.log_batch(
-                run.info.run_id,
-                metrics=[_metric(f"delta_{k}", v) for k, v in numeric.items()],
-            )
-        )
-    with_retries(lambda: mlc.set_terminated(run.info.run_id))
-    if record.get("name"):
-        summary = json.dumps(
-            {k: record.get(k) for k in ("time", "event", "version", "outcome", "audit_run_id")}
-        )
-        with_retries(lambda: mlc.set_registered_model_tag(record["name"], "last_decision", summary))
-    return record
-
-
-def _metric(key: str, value: float) -> Any:
-    from mlflow.entities import Metric
-
-    safe = re.sub(r"[^A-Za-z0-9_\-./ ]", "_", key)
-    return Metric(safe, value, int(time.time() * 1000), 0)
-
-
-def read_audit() -> list[dict[str, Any]]:
-    """Every audit record in the JSONL trail, oldest first ([] when none)."""
-    path = audit_path()
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]

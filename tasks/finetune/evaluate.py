@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from scipy.special import softmax
 
 from tuneline.errors import TrainingError
@@ -118,5 +116,3 @@ def plot_confusion(predictions_path: Path, labels: list[str], target: Path) -> n
     plt.close(fig)
     return matrix
 
-
-evaluate_classifier = task(name="evaluate-classifier", cache_policy=NO_CACHE)(evaluate_model)

@@ -25,6 +25,7 @@ from tasks.finetune.checkpoints import latest_complete, list_checkpoints, remove
 from tasks.finetune.evaluate import evaluate_model, plot_confusion
 from tasks.finetune.launcher import per_device_batch, run_training, world_size
 from tuneline import registry
+from tuneline.caching import cached, finetune_key
 from tuneline.config import Params
 from tuneline.errors import TrainingError
 from tuneline.io import md5_file, write_json
@@ -51,6 +52,12 @@ class FinetuneResult:
 
 def read_labels(prepared_dir: Path) -> list[str]:
     """Class names from `labels.json` (index = class id).
+
+    Args:
+        prepared_dir: the prepared splits.
+
+    Returns:
+        The class names.
 
     Raises:
         TrainingError: a split or labels.json is missing.
@@ -153,10 +160,15 @@ def _log_results(
     client.log_artifacts(run_id, str(model_dir), artifact_path="model")
 
 
-def finetune_model(
+@task(retries=0, cache_policy=NO_CACHE)
+def finetune_classifier(
     prepared_dir: Path, params: Params, *, output_dir: Path, project_root: Path = Path(".")
 ) -> FinetuneResult:
-    """Fine-tune `train.model` on the prepared splits with torchrun and track it in MLflow.
+    """Fine-tune `train.model` on the prepared splits with torchrun, score it on the test
+    split, and track both in MLflow.
+
+    Never retried: a failed training run is a finding, not a flaky I/O call. Cached (below)
+    under tuneline.caching.finetune_key.
 
     Args:
         prepared_dir: holds train/val/test.parquet (text, label) and labels.json.
@@ -181,46 +193,74 @@ def finetune_model(
     tokenizer_dir = (
         tiny_tokenizer(prepared_dir, params, labels) if params.train.model == TINY else None
     )
+    spec_path = output_dir / "spec.json"
     if params.train.node_rank > 0:
-        spec_path = output_dir / "spec.json"
-        write_json(
-            spec_path, _spec(prepared_dir, params, output_dir, labels, "", "", None, tokenizer_dir)
-        )
+        spec = _spec(prepared_dir, params, output_dir, labels, "", "", None, tokenizer_dir)
+        write_json(spec_path, spec)
         run_training(spec_path, params.train, output_dir / "train.log", project_root)
         return FinetuneResult(run_id="", model_dir="", metrics={})
     fp = fingerprint(params, prepared_dir, labels)
     resume = _prepare_checkpoints(output_dir, fp)
     settings = get_settings()
     settings.root.mkdir(parents=True, exist_ok=True)  # the sqlite store's folder
-    tracking_uri = settings.tracking_uri
-    client = MlflowClient(tracking_uri)
+    uri = settings.tracking_uri
+    client = MlflowClient(uri)
     run_id = _open_run(client, output_dir, params, project_root, fp, resume)
-    spec_path = output_dir / "spec.json"
-    spec = _spec(
-        prepared_dir, params, output_dir, labels, run_id, tracking_uri, resume, tokenizer_dir
-    )
+    spec = _spec(prepared_dir, params, output_dir, labels, run_id, uri, resume, tokenizer_dir)
     write_json(spec_path, spec)
     started = time.perf_counter()
     try:
         run_training(spec_path, params.train, output_dir / "train.log", project_root)
         wall = time.perf_counter() - started
-        model_dir = output_dir / "model"
-        evaluated = evaluate_model(model_dir, prepared_dir / "test.parquet", labels)
-        train_y = pd.read_parquet(prepared_dir / "train.parquet", columns=["label"])["label"]
-        test_y = pd.read_parquet(prepared_dir / "test.parquet", columns=["label"])["label"]
-        metrics = {
-            **evaluated.metrics,
-            "majority_baseline": majority_baseline(train_y.tolist(), test_y.tolist()),
-            "train_wall_s": wall,
-        }
-        png = output_dir / "confusion_matrix.png"
-        plot_confusion(Path(evaluated.predictions_path), labels, png)
-        _log_results(client, run_id, metrics, model_dir, png)
+        metrics = score_and_log(client, run_id, prepared_dir, output_dir, labels, wall)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return FinetuneResult(run_id=run_id, model_dir=str(model_dir), metrics=metrics)
+    return FinetuneResult(run_id=run_id, model_dir=str(output_dir / "model"), metrics=metrics)
+
+
+def score_and_log(
+    client: Any,
+    run_id: str,
+    prepared_dir: Path,
+    output_dir: Path,
+    labels: list[str],
+    train_wall_s: float,
+) -> dict[str, float]:
+    """Score the final model on the test split and log metrics, confusion matrix and model.
+
+    This is the pipeline's PyTorch evaluation: the predictions parquet
+    (`output_dir/predictions-test.parquet`), `confusion_matrix.png` and the `test_*` metrics
+    of the run are written here, once.
+
+    Args:
+        client: an MlflowClient on the run's store.
+        run_id: the fine-tune run.
+        prepared_dir: the prepared splits (test scored, train for the majority baseline).
+        output_dir: holds `model/`; the plot and predictions go beside it.
+        labels: class names, index = class id.
+        train_wall_s: seconds the training took (logged with the metrics).
+
+    Returns:
+        The test metrics, with `majority_baseline` and `train_wall_s`.
+
+    Raises:
+        TrainingError: the model's labels differ from `labels`, or the test split is empty.
+    """
+    model_dir = output_dir / "model"
+    evaluated = evaluate_model(model_dir, prepared_dir / "test.parquet", labels)
+    train_y = pd.read_parquet(prepared_dir / "train.parquet", columns=["label"])["label"]
+    test_y = pd.read_parquet(prepared_dir / "test.parquet", columns=["label"])["label"]
+    metrics = {
+        **evaluated.metrics,
+        "majority_baseline": majority_baseline(train_y.tolist(), test_y.tolist()),
+        "train_wall_s": train_wall_s,
+    }
+    png = output_dir / "confusion_matrix.png"
+    plot_confusion(Path(evaluated.predictions_path), labels, png)
+    _log_results(client, run_id, metrics, model_dir, png)
+    return metrics
 
 
 def _spec(
@@ -245,7 +285,5 @@ def _spec(
     }
 
 
-# Never retried: a failed training run is a finding, not a flaky I/O call.
-finetune_classifier = task(name="finetune-classifier", retries=0, cache_policy=NO_CACHE)(
-    finetune_model
-)
+# Skipped when its inputs, params and code are unchanged (tuneline.caching).
+finetune_classifier = cached(finetune_classifier, finetune_key)

@@ -1,56 +1,33 @@
-"""Gate: may the candidate replace the champion? A pure decision over two scorecards.
+"""Gate: score the candidate and the champion, then decide (tasks/release/decision.py).
 
 Both models are scored here, on the candidate's DVC-pinned test split, with the artifact that
-will be served (ONNX through onnxruntime). `decide_promotion` itself does no I/O, so every rule
-is unit-tested on hand-made scorecards.
+will be served (ONNX through onnxruntime); the decision itself is pure.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from prefect import task
-from scipy.stats import binomtest
 
 from serving.predictor import OnnxTextClassifier
-from tuneline import registry
-from tuneline.config import GateParams, Params
+from tasks.release.decision import Decision, Scorecard, decide_promotion
+from tasks.release.register import download_version
+from tuneline import audit, registry
+from tuneline.config import Params
 from tuneline.lineage import PREPARED, SPLITS, split_md5s, validation_result
 from tuneline.metrics import classification_metrics
-
-
-@dataclass(frozen=True)
-class Scorecard:
-    """What the gate knows about one model on the pinned test split."""
-
-    correct: tuple[bool, ...]  # per test example, in file order
-    accuracy: float
-    macro_f1: float
-    recall: dict[str, float]  # per class name
-    p95_latency_ms: float
-    size_mb: float
-    parity_passed: bool
-    data_validated: bool
-    data_committed: bool
-    version: str | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """promote: the verdict; reasons: every check, "PASS ..." or "FAIL ..."; deltas: cand-champ."""
-
-    promote: bool
-    reasons: tuple[str, ...]
-    deltas: dict[str, float] = field(default_factory=dict)
+from tuneline.processes import run_child
 
 
 @dataclass(frozen=True)
@@ -65,93 +42,11 @@ class GateResult:
     champion: Scorecard | None
 
 
-def decide_promotion(
-    candidate: Scorecard, champion: Scorecard | None, policy: GateParams
-) -> Decision:
-    """Apply every promotion rule and record each outcome, pass or fail.
-
-    Rules: data validated and committed; parity passed; accuracy and macro-F1 at or above the
-    floors; every class recall at or above `min_class_recall`; p95 latency and size within
-    budget; and with a champion: not worse by a one-sided exact McNemar test (binomial test on
-    the discordant pairs, level `alpha`) and no class recall down by more than
-    `max_recall_drop`.
-
-    Returns:
-        Decision; `promote` is True only when every rule passed.
-    """
-    checks: list[tuple[bool, str]] = [
-        (candidate.data_validated, "data validation passed"),
-        (candidate.data_committed, "data version committed (dvc status clean for the splits)"),
-        (candidate.parity_passed, "ONNX parity passed"),
-        (
-            candidate.accuracy >= policy.min_accuracy,
-            f"accuracy {candidate.accuracy:.4f} >= floor {policy.min_accuracy}",
-        ),
-        (
-            candidate.macro_f1 >= policy.min_macro_f1,
-            f"macro-F1 {candidate.macro_f1:.4f} >= floor {policy.min_macro_f1}",
-        ),
-        (
-            candidate.p95_latency_ms <= policy.max_p95_latency_ms,
-            f"p95 latency {candidate.p95_latency_ms:.2f} ms <= {policy.max_p95_latency_ms} ms",
-        ),
-        (
-            candidate.size_mb <= policy.max_size_mb,
-            f"size {candidate.size_mb:.2f} MB <= {policy.max_size_mb} MB",
-        ),
-    ]
-    for name, value in sorted(candidate.recall.items()):
-        checks.append(
-            (
-                value >= policy.min_class_recall,
-                f"recall of '{name}' {value:.4f} >= floor {policy.min_class_recall}",
-            )
-        )
-    deltas: dict[str, float] = {}
-    if champion is None:
-        checks.append((True, "no champion: floors and checks alone decide"))
-    else:
-        deltas = {
-            "accuracy": candidate.accuracy - champion.accuracy,
-            "macro_f1": candidate.macro_f1 - champion.macro_f1,
-            "p95_latency_ms": candidate.p95_latency_ms - champion.p95_latency_ms,
-            "size_mb": candidate.size_mb - champion.size_mb,
-        }
-        checks.append(_mcnemar(candidate.correct, champion.correct, policy.alpha))
-        for name, before in sorted(champion.recall.items()):
-            after = candidate.recall.get(name, 0.0)
-            deltas[f"recall_{name}"] = after - before
-            checks.append(
-                (
-                    before - after <= policy.max_recall_drop,
-                    f"recall of '{name}' {after:.4f} vs champion {before:.4f}: "
-                    f"drop {max(0.0, before - after):.4f} <= {policy.max_recall_drop}",
-                )
-            )
-    reasons = tuple(f"{'PASS' if ok else 'FAIL'} {text}" for ok, text in checks)
-    return Decision(all(ok for ok, _ in checks), reasons, deltas)
-
-
-def _mcnemar(cand: tuple[bool, ...], champ: tuple[bool, ...], alpha: float) -> tuple[bool, str]:
-    if len(cand) != len(champ):
-        return False, f"paired test impossible: {len(cand)} vs {len(champ)} test examples"
-    c = np.asarray(cand, dtype=bool)
-    h = np.asarray(champ, dtype=bool)
-    wins = int(np.sum(c & ~h))  # candidate right, champion wrong
-    losses = int(np.sum(~c & h))
-    if wins + losses == 0:
-        return True, "McNemar: no discordant pairs (tie), not worse than champion"
-    # H1: the candidate is wrong more often on the pairs where the two disagree.
-    p = float(binomtest(losses, wins + losses, 0.5, alternative="greater").pvalue)
-    return (
-        p >= alpha,
-        f"McNemar exact: candidate wins {wins}, loses {losses}, p(worse)={p:.4g} "
-        f"{'>=' if p >= alpha else '<'} alpha {alpha}",
-    )
-
-
 def data_committed(project_root: Path | str) -> tuple[bool, str]:
     """Whether the splits are DVC-committed and unchanged (`dvc status --json` clean for them).
+
+    Args:
+        project_root: the DVC project.
 
     Returns:
         (committed, explanation).
@@ -162,13 +57,11 @@ def data_committed(project_root: Path | str) -> tuple[bool, str]:
     if unlocked:
         return False, f"splits not recorded in dvc.lock: {unlocked}"
     try:
-        proc = subprocess.run(
+        proc = run_child(
             [sys.executable, "-m", "dvc", "status", "--json"],
+            env=dict(os.environ),
             cwd=root,
-            capture_output=True,
-            text=True,
             timeout=120,
-            check=False,
         )
     except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
         return False, f"dvc status could not run: {exc}"
@@ -243,10 +136,17 @@ def score_variant(
     )
 
 
+@task
 def gate_version(
     name: str, version: str, *, params: Params, project_root: Path | str = "."
 ) -> GateResult:
     """Score `version` and the current champion on the pinned test split, decide, audit.
+
+    Args:
+        name: registered model.
+        version: the candidate's version.
+        params: settings; `params.gate` holds the rules and budgets.
+        project_root: the DVC project whose pinned test split both models are scored on.
 
     Returns:
         GateResult; the champion version it holds is the compare-and-set's `expected`.
@@ -263,7 +163,7 @@ def gate_version(
         why = f"candidate was built on test split {tags.get('data_md5_test')}, found {pinned}"
     validated = bool(validation_result(root).get("success"))
     with tempfile.TemporaryDirectory(prefix="tuneline-gate-") as tmp:
-        cand_dir = registry.download_version(name, version, Path(tmp) / "candidate")
+        cand_dir = download_version(name, version, Path(tmp) / "candidate")
         candidate = score_variant(
             cand_dir,
             test_path,
@@ -276,7 +176,7 @@ def gate_version(
         )
         champion = None
         if champion_version is not None and champion_version != version:
-            champ_dir = registry.download_version(name, champion_version, Path(tmp) / "champion")
+            champ_dir = download_version(name, champion_version, Path(tmp) / "champion")
             champion = score_variant(
                 champ_dir,
                 test_path,
@@ -291,7 +191,7 @@ def gate_version(
     if not committed:
         decision = Decision(decision.promote, (*decision.reasons, f"NOTE {why}"), decision.deltas)
     registry.set_version_tag(name, version, "gate", "passed" if decision.promote else "refused")
-    registry.append_audit(
+    audit.append_audit(
         {
             "event": "gate",
             "name": name,
@@ -303,11 +203,3 @@ def gate_version(
         }
     )
     return GateResult(name, version, champion_version, decision, candidate, champion)
-
-
-@task(name="gate-version")
-def gate_version_task(
-    name: str, version: str, params: Params, project_root: str = "."
-) -> GateResult:
-    """Prefect wrapper of `gate_version`."""
-    return gate_version(name, version, params=params, project_root=project_root)

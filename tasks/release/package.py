@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -20,9 +19,11 @@ from pathlib import Path
 
 from prefect import task
 
+from tasks.release.register import download_version
 from tuneline import registry
 from tuneline.config import Params, ServeParams
 from tuneline.io import md5_file, write_json
+from tuneline.processes import run_child
 from tuneline.settings import get_settings
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
@@ -42,6 +43,7 @@ class BentoResult:
 
 
 def bentoml_home() -> Path:
+    """The BentoML store: $BENTOML_HOME, else <TUNELINE_HOME>/bentoml."""
     return Path(os.environ.get("BENTOML_HOME") or get_settings().root / "bentoml")
 
 
@@ -71,11 +73,17 @@ def write_serve_config(path: Path | str, serve: ServeParams) -> Path:
 
 
 def bento_name(registered_model: str) -> str:
+    """The registered model's name as BentoML accepts it (lowercase, [a-z0-9_.-])."""
     return re.sub(r"[^a-z0-9_.-]", "-", registered_model.lower()).strip("-._") or "tuneline"
 
 
 def build_bento(variant_dir: Path | str, *, name: str, version: str, params: Params) -> str:
     """Build a Bento named `name:version` from a variant directory (reused if it exists).
+
+    Args:
+        variant_dir: the ONNX variant, bundled as `model/`.
+        name: the Bento's name; version: its version.
+        params: settings (params.serve becomes the Bento's serve_config.json).
 
     Returns:
         The Bento tag.
@@ -96,21 +104,14 @@ def build_bento(variant_dir: Path | str, *, name: str, version: str, params: Par
         shutil.copy2(SERVING_DIR / "bentofile.yaml", ctx / "bentofile.yaml")
         cmd = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml"]
         cmd += ["--name", name, "--version", version, "-o", "tag", str(ctx)]
-        proc = subprocess.run(
-            cmd,
-            cwd=ctx,
-            env=bentoml_env(),
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
+        proc = run_child(cmd, env=bentoml_env(), cwd=ctx, timeout=BUILD_TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     found = re.search(r"__tag__:(\S+)", proc.stdout)
     return found.group(1) if found else tag
 
 
+@task
 def package_version(
     name: str, version: str, *, params: Params, workdir: Path | str | None = None
 ) -> BentoResult:
@@ -126,14 +127,8 @@ def package_version(
         BentoResult with the tag; the Bento version is v<version>-<md5 of model.onnx>.
     """
     base = Path(workdir) if workdir else get_settings().root / "versions"
-    variant_dir = registry.download_version(name, version, base / f"{name}-v{version}")
+    variant_dir = download_version(name, version, base / f"{name}-v{version}")
     bento_version = f"v{version}-{md5_file(variant_dir / 'model.onnx')[:10]}"
     tag = build_bento(variant_dir, name=bento_name(name), version=bento_version, params=params)
     registry.set_version_tag(name, version, "bento_tag", tag)
     return BentoResult(tag, str(bentoml_home()), version, str(variant_dir))
-
-
-@task(name="package-bento")
-def package_version_task(name: str, version: str, params: Params) -> BentoResult:
-    """Prefect wrapper of `package_version`."""
-    return package_version(name, version, params=params)

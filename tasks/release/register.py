@@ -2,16 +2,19 @@
 
 The registry holds the artifact that will be served: an MLflow ONNX model (model.onnx with a
 signature and an input example) whose extra files are the tokenizer, labels.json and
-variant.json. No pickle: no python model object is serialized.
+variant.json. No pickle: no python model object is serialized. `download_version` lays a
+registered version out again as a variant directory, for the gate and the Bento.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import task
 
 from serving.predictor import OnnxTextClassifier
@@ -44,6 +47,13 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
     Accepts an explicit verdict ("parity_passed" or parity.passed) or the measured stats
     (parity.agreement, parity.max_abs_logit) judged against params.compress thresholds; a
     quantized variant (method or name says quantize/int8/fp16) gets the quantization ones.
+
+    Args:
+        variant: the parsed variant.json.
+        compress: the parity thresholds (`params.compress`).
+
+    Returns:
+        Whether parity passed.
     """
     if isinstance(variant.get("parity_passed"), bool):
         return bool(variant["parity_passed"])
@@ -63,6 +73,9 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
 
 def check_variant_dir(onnx_dir: Path) -> dict[str, Any]:
     """Refuse a variant directory missing a contract file or holding pickles.
+
+    Args:
+        onnx_dir: the variant directory.
 
     Returns:
         The parsed variant.json.
@@ -84,6 +97,7 @@ def check_variant_dir(onnx_dir: Path) -> dict[str, Any]:
     return variant
 
 
+@task(retries=0)
 def register_variant(
     onnx_dir: Path | str,
     *,
@@ -102,25 +116,16 @@ def register_variant(
         project_root: project directory, for git commit, split md5s and the validation result.
 
     Returns:
-        The new RegisteredVersion.
+        The new RegisteredVersion, or the one already registered from this very variant run
+        (`reused`).
 
     Raises:
         FileNotFoundError / UnsafeArtifactError: the directory breaks the contract.
     """
-    import mlflow
-    import mlflow.onnx
-    import onnx
-    from mlflow.models import infer_signature
-
     onnx_dir = Path(onnx_dir)
     variant = check_variant_dir(onnx_dir)
     name = params.gate.registered_model
     classifier = OnnxTextClassifier(onnx_dir)
-    example = classifier.encode([EXAMPLE_TEXT])
-    logits = classifier.session.run(["logits"], example)[0]
-    signature = infer_signature(example, {"logits": logits})
-    extra = sorted(str(p) for p in onnx_dir.iterdir() if p.is_file() and p.name != "model.onnx")
-
     tags = lineage_tags(project_root)
     onnx_md5 = md5_file(onnx_dir / "model.onnx")
     existing = find_registered(name, onnx_md5, tags.get("data_md5_test", ""), variant_run_id)
@@ -138,6 +143,48 @@ def register_variant(
             "size_mb": f"{(onnx_dir / 'model.onnx').stat().st_size / 2**20:.4f}",
         }
     )
+    version, run_id = log_registered_model(onnx_dir, name, variant, classifier, tags)
+    mlc = registry.client()
+    for key, value in tags.items():
+        registry.set_version_tag(name, version, key, value)
+    registry.with_retries(
+        lambda: mlc.set_registered_model_alias(name, registry.CHALLENGER, version)
+    )
+    return RegisteredVersion(name, version, f"models:/{name}/{version}", run_id)
+
+
+def log_registered_model(
+    onnx_dir: Path,
+    name: str,
+    variant: dict[str, Any],
+    classifier: OnnxTextClassifier,
+    tags: dict[str, str],
+) -> tuple[str, str]:
+    """Log `onnx_dir` as an MLflow ONNX model in a `registry` run and register it as `name`.
+
+    The signature and input example come from the variant's own tokenizer and session; the
+    tokenizer, labels.json and variant.json travel as extra files; the variant's numeric
+    metrics are logged on the run.
+
+    Args:
+        onnx_dir: the checked variant directory.
+        name: registered model.
+        variant: the parsed variant.json.
+        classifier: the variant loaded for inference.
+        tags: the run's tags (lineage and variant).
+
+    Returns:
+        (the new version, the MLflow run id).
+    """
+    import mlflow
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    example = classifier.encode([EXAMPLE_TEXT])
+    logits = classifier.session.run(["logits"], example)[0]
+    signature = infer_signature(example, {"logits": logits})
+    extra = sorted(str(p) for p in onnx_dir.iterdir() if p.is_file() and p.name != "model.onnx")
     metrics = {
         k: float(v)
         for k, v in (variant.get("metrics") or {}).items()
@@ -162,14 +209,7 @@ def register_variant(
             metadata={"variant": variant.get("name"), "labels": classifier.labels},
             onnx_execution_providers=["CPUExecutionProvider"],
         )
-    version = str(info.registered_model_version)
-    mlc = registry.client()
-    for key, value in tags.items():
-        registry.set_version_tag(name, version, key, value)
-    registry.with_retries(
-        lambda: mlc.set_registered_model_alias(name, registry.CHALLENGER, version)
-    )
-    return RegisteredVersion(name, version, f"models:/{name}/{version}", run.info.run_id)
+    return str(info.registered_model_version), str(run.info.run_id)
 
 
 def find_registered(
@@ -179,6 +219,15 @@ def find_registered(
     same variant run, same ONNX file, same test split.
 
     Registering it again would only add a duplicate version and a needless gate.
+
+    Args:
+        name: registered model.
+        onnx_md5: md5 of the variant's model.onnx.
+        test_md5: md5 of the test split it was scored on (its lineage tag).
+        variant_run_id: the compression run of the variant.
+
+    Returns:
+        That version (`reused`), or None.
     """
     from mlflow.exceptions import MlflowException
 
@@ -202,19 +251,37 @@ def find_registered(
     return None
 
 
-@task(name="register-variant", retries=0)
-def register_variant_task(
-    onnx_dir: str,
-    params: Params,
-    finetune_run_id: str | None,
-    variant_run_id: str | None,
-    project_root: str = ".",
-) -> RegisteredVersion:
-    """Prefect wrapper of `register_variant`."""
-    return register_variant(
-        onnx_dir,
-        params=params,
-        finetune_run_id=finetune_run_id,
-        variant_run_id=variant_run_id,
-        project_root=project_root,
+def download_version(name: str, version: str, dest: Path | str) -> Path:
+    """Download a registered version and lay it out as an ONNX variant directory.
+
+    The registry holds an MLflow ONNX model (MLmodel, model.onnx, extra_files/ with the
+    tokenizer, labels.json and variant.json); `dest` gets model.onnx plus those files flat.
+
+    Args:
+        name: registered model; version: the version; dest: filled (replaced if it exists).
+
+    Returns:
+        `dest`, ready for serving.predictor.OnnxTextClassifier.
+    """
+    import mlflow.artifacts
+
+    registry.client()
+    dest = Path(dest)
+    raw = dest.with_name(dest.name + ".download")
+    shutil.rmtree(raw, ignore_errors=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    registry.with_retries(
+        lambda: mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(raw)
+        )
     )
+    mlmodel = yaml.safe_load((raw / "MLmodel").read_text(encoding="utf-8"))
+    onnx_file = mlmodel["flavors"]["onnx"]["data"]
+    dest.mkdir(parents=True)
+    shutil.move(str(raw / onnx_file), dest / "model.onnx")
+    extra = raw / "extra_files"
+    if extra.is_dir():
+        for path in extra.iterdir():
+            shutil.move(str(path), dest / path.name)
+    shutil.rmtree(raw, ignore_errors=True)
+    return dest

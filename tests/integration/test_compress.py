@@ -282,7 +282,7 @@ def test_chosen_variant_is_complete_and_serves(result, workspace):
 
 
 def test_parity_breach_fails_compression(workspace, tmp_path):
-    from tasks.compress.task import compress_and_export
+    from tasks.compress.task import compress_model
 
     _, prepared, model_dir = workspace
     strict = load_params(
@@ -297,7 +297,7 @@ def test_parity_breach_fails_compression(workspace, tmp_path):
         },
     )
     with pytest.raises(ParityError, match=r"int8_dynamic.*max \|delta logit\|"):
-        compress_and_export(
+        compress_model.fn(
             model_dir, prepared, strict, output_dir=tmp_path / "v", parent_run_id=None
         )
 

@@ -58,7 +58,7 @@ def test_smoke_finetune_beats_majority_baseline(smoke_run):
 
 
 def test_model_dir_is_a_safe_plain_hf_directory(smoke_run):
-    from tasks.finetune.evaluate import evaluate_classifier
+    from tasks.finetune.evaluate import evaluate_model
     from tuneline.models import load_classifier
 
     result, prepared, _ = smoke_run
@@ -69,7 +69,7 @@ def test_model_dir_is_a_safe_plain_hf_directory(smoke_run):
     model, _ = load_classifier(model_dir)
     assert model.config.id2label == {0: "ham", 1: "spam"}
     assert json.loads((model_dir / "labels.json").read_text())["labels"] == LABELS
-    again = evaluate_classifier.fn(model_dir, prepared / "test.parquet", LABELS)
+    again = evaluate_model(model_dir, prepared / "test.parquet", LABELS)
     assert again.metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     predictions = pd.read_parquet(again.predictions_path)
     assert len(predictions) == 96 and {"label", "pred", "prob_0", "prob_1"} <= set(predictions)
@@ -117,7 +117,7 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_lineage(smoke_run):
 def test_two_processes_follow_the_one_process_loss_curve(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
     from tuneline.config import load_params
     from tuneline.settings import get_settings
 
@@ -136,7 +136,7 @@ def test_two_processes_follow_the_one_process_loss_curve(tmp_path, monkeypatch):
                 "train.num_threads": 1,
             },
         )
-        result = finetune_model(prepared, params, output_dir=tmp_path / f"n{nproc}")
+        result = finetune_classifier.fn(prepared, params, output_dir=tmp_path / f"n{nproc}")
         history = MlflowClient(get_settings().tracking_uri).get_metric_history(
             result.run_id, "loss"
         )

@@ -23,18 +23,17 @@ import pytest
 
 from tasks.release.gate import GateResult, gate_version
 from tasks.release.package import package_version
-from tasks.release.promote import (
-    PromotionResult,
+from tasks.release.promote import PromotionResult, promote_version
+from tasks.release.register import register_variant
+from tasks.release.smoke import (
     SmokeResult,
     free_port,
-    promote_version,
     serve_bento,
     smoke_test_bento,
     wait_ready,
 )
-from tasks.release.register import register_variant
 from tests.helpers_serving import build_variant, make_project
-from tuneline import registry
+from tuneline import audit, registry
 from tuneline.config import Params, load_params, set_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -80,7 +79,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 def register(env: Env, which: str, attempt: int = 1) -> str:
-    return register_variant(
+    return register_variant.fn(
         env.variants[which],
         params=env.params,
         finetune_run_id=f"ft-{which}-{attempt}",
@@ -93,12 +92,12 @@ def register(env: Env, which: str, attempt: int = 1) -> str:
 def promoted(env: Env) -> Env:
     """register -> gate -> package -> smoke -> promote the good candidate (no champion yet)."""
     version = register(env, "good")
-    gate = gate_version(MODEL, version, params=env.params, project_root=env.root)
+    gate = gate_version.fn(MODEL, version, params=env.params, project_root=env.root)
     assert gate.decision.promote, gate.decision.reasons
-    bento = package_version(MODEL, version, params=env.params)
-    smoke = smoke_test_bento(bento, params=env.params, project_root=env.root)
+    bento = package_version.fn(MODEL, version, params=env.params)
+    smoke = smoke_test_bento.fn(bento, params=env.params, project_root=env.root)
     assert smoke.passed, smoke.reason
-    env.first = promote_version(gate, smoke)
+    env.first = promote_version.fn(gate, smoke)
     env.versions["first"] = version
     env.first_gate = gate
     env.bento_tag = bento.tag
@@ -126,7 +125,7 @@ def test_first_candidate_is_promoted_with_lineage(promoted: Env) -> None:
     assert all(not tags[f"data_md5_{s}"].startswith("unlocked") for s in ("train", "val", "test"))
     assert "git_commit" in tags and tags["bento_tag"] == promoted.bento_tag
     assert any("no champion" in r for r in result.reasons)
-    events = [(r["event"], r["outcome"]) for r in registry.read_audit()]
+    events = [(r["event"], r["outcome"]) for r in audit.read_audit()]
     assert ("gate", "passed") in events and ("promote", "promoted") in events
     # the registered files live under the settings' artifact root, not ./mlruns of the cwd
     from tuneline.settings import get_settings
@@ -236,13 +235,13 @@ def test_worse_candidate_refused_champion_unchanged(promoted: Env) -> None:
     champion = promoted.first.version
     version = register(promoted, "bad")
     promoted.versions["bad"] = version
-    gate = gate_version(MODEL, version, params=promoted.params, project_root=promoted.root)
+    gate = gate_version.fn(MODEL, version, params=promoted.params, project_root=promoted.root)
     assert not gate.decision.promote
     assert any(r.startswith("FAIL McNemar") for r in gate.decision.reasons)
-    result = promote_version(gate, SmokeResult(False, "not run: gate refused", ""))
+    result = promote_version.fn(gate, SmokeResult(False, "not run: gate refused", ""))
     assert result.outcome == "refused"
     assert registry.alias_version(MODEL, "champion") == champion
-    audited = {(r["event"], r["version"], r["outcome"]) for r in registry.read_audit()}
+    audited = {(r["event"], r["version"], r["outcome"]) for r in audit.read_audit()}
     assert ("gate", champion, "passed") in audited and ("gate", version, "refused") in audited
 
 
@@ -254,10 +253,10 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
     # the same artifact from another run: a new version, a tie, so the gate passes
     second = register(promoted, "good", attempt=2)
     assert second != first
-    gate = gate_version(MODEL, second, params=promoted.params, project_root=promoted.root)
+    gate = gate_version.fn(MODEL, second, params=promoted.params, project_root=promoted.root)
     assert gate.decision.promote, gate.decision.reasons
     # Its Bento would be the one already smoke-tested (same model.onnx, same Bento version).
-    result = promote_version(gate, SmokeResult(True, "same artifact", promoted.bento_tag))
+    result = promote_version.fn(gate, SmokeResult(True, "same artifact", promoted.bento_tag))
     assert result.outcome == "promoted" and registry.alias_version(MODEL, "champion") == second
 
     import typer
@@ -274,7 +273,7 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "nothing to roll back" in again.output
     assert registry.alias_version(MODEL, "champion") == first
-    events = [(r["event"], r["outcome"]) for r in registry.read_audit()]
+    events = [(r["event"], r["outcome"]) for r in audit.read_audit()]
     assert ("rollback", "moved") in events and ("rollback", "nothing_to_roll_back") in events
     promoted.versions["second"] = second
 
@@ -282,16 +281,16 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
 def test_alias_moved_between_gate_and_set_loses_the_race(promoted: Env) -> None:
     first = registry.alias_version(MODEL, "champion")
     second = promoted.versions["second"]
-    gate = gate_version(MODEL, second, params=promoted.params, project_root=promoted.root)
+    gate = gate_version.fn(MODEL, second, params=promoted.params, project_root=promoted.root)
     assert gate.champion_version == first and gate.decision.promote
     other = promoted.versions["bad"]
     registry.client().set_registered_model_alias(MODEL, "champion", other)  # someone else
     try:
-        result = promote_version(gate, SmokeResult(True, "same artifact", promoted.bento_tag))
+        result = promote_version.fn(gate, SmokeResult(True, "same artifact", promoted.bento_tag))
         assert result.outcome == "lost_race"
         assert any("LOST THE RACE" in r for r in result.reasons)
         assert registry.alias_version(MODEL, "champion") == other
-        assert registry.read_audit()[-1]["outcome"] == "lost_race"
+        assert audit.read_audit()[-1]["outcome"] == "lost_race"
     finally:
         registry.client().set_registered_model_alias(MODEL, "champion", first)
 

@@ -14,12 +14,20 @@ from typing import Any
 import pytest
 from prefect import flow
 
-from flows.promotion import release_variant
-from tasks.release.gate import Decision, GateResult, Scorecard
-from tasks.release.promote import PromotionResult, SmokeResult, promote_version, rollback_champion
+from flows.training import release_version
+from tasks.release.decision import Decision, Scorecard
+from tasks.release.gate import GateResult
+from tasks.release.promote import (
+    PromotionResult,
+    hold_rolled_back,
+    promote_version,
+    rollback_champion,
+    skip_unchanged,
+)
 from tasks.release.register import register_variant
+from tasks.release.smoke import SmokeResult
 from tests.helpers_serving import build_variant, make_project
-from tuneline import registry
+from tuneline import audit, registry
 from tuneline.config import load_params
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -46,13 +54,19 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
 
 @flow(name="rerun-release")
 def rerun(project: dict[str, Any], run: str) -> PromotionResult:
-    """What `tuneline run` does after compression, with everything cached: the same variant."""
-    return release_variant(
+    """The release block of flows/training.py with everything cached: the same variant."""
+    params, root = project["params"], project["root"]
+    registered = register_variant(
         str(project["variant"]),
-        params=project["params"],
+        params=params,
         finetune_run_id=f"ft-{run}",
         variant_run_id=f"var-{run}",
-        project_root=str(project["root"]),
+        project_root=root,
+    )
+    return (
+        skip_unchanged(registered.name, registered.version, registered.reused)
+        or hold_rolled_back(registered.name, registered.version)
+        or release_version(registered.name, registered.version, params, root)
     )
 
 
@@ -60,7 +74,7 @@ def by_hand(version: str, champion: str) -> PromotionResult:
     """The last step of `tuneline promote VERSION` once its gate and smoke test passed."""
     card = Scorecard((True,), 1.0, 1.0, {"ham": 1.0}, 1.0, 1.0, True, True, True, version)
     gate = GateResult(MODEL, version, champion, Decision(True, ("PASS by hand",)), card, None)
-    return promote_version(gate, SmokeResult(True, "answered", "bento:tag"))
+    return promote_version.fn(gate, SmokeResult(True, "answered", "bento:tag"))
 
 
 def test_a_rolled_back_version_is_held_until_promoted_by_hand(
@@ -68,7 +82,7 @@ def test_a_rolled_back_version_is_held_until_promoted_by_hand(
 ) -> None:
     versions = {}
     for run in ("1", "2", "4"):
-        versions[run] = register_variant(
+        versions[run] = register_variant.fn(
             project["variant"],
             params=project["params"],
             finetune_run_id=f"ft-{run}",
@@ -86,7 +100,7 @@ def test_a_rolled_back_version_is_held_until_promoted_by_hand(
     assert held.champion == v1 and registry.alias_version(MODEL, "champion") == v1
     assert held.reasons[0].startswith(f"version {v4} was rolled back from on ")
     assert held.reasons[0].endswith(f"`tuneline promote {v4}` to promote it again")
-    assert registry.read_audit()[-1]["outcome"] == "held"
+    assert audit.read_audit()[-1]["outcome"] == "held"
     assert rerun(project, "2").outcome == "held"  # every version rolled back from
 
     promoted = by_hand(v4, champion=v1)

@@ -68,14 +68,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(data: Path, home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same training never interrupted (its model directory)."""
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
     from tuneline.config import load_params
 
     base = tmp_path_factory.mktemp("reference")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TUNELINE_HOME", str(home))
         params = load_params(REPO, "smoke", OVERRIDES)
-        result = finetune_model(data, params, output_dir=base / "run")
+        result = finetune_classifier.fn(data, params, output_dir=base / "run")
     progress = json.loads((base / "run" / "train_result.json").read_text())
     assert progress["start_step"] == 0
     return Path(result.model_dir)
@@ -88,9 +88,9 @@ def start_training(data: Path, out: Path, home: Path, env: dict[str, str]) -> su
         # for the kill hook in the workers: the group to kill is this task's
         "os.environ['TUNELINE_TEST_TASK_PGID'] = str(os.getpgid(0))\n"
         "from tuneline.config import load_params\n"
-        "from tasks.finetune.task import finetune_model\n"
+        "from tasks.finetune.task import finetune_classifier\n"
         f"p = load_params({str(REPO)!r}, 'smoke', {OVERRIDES!r})\n"
-        f"finetune_model(Path({str(data)!r}), p, output_dir=Path({str(out)!r}))\n"
+        f"finetune_classifier.fn(Path({str(data)!r}), p, output_dir=Path({str(out)!r}))\n"
     )
     return subprocess.Popen(
         [sys.executable, "-c", script],
@@ -161,7 +161,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tasks.finetune.checkpoints import MARKER, is_complete, list_checkpoints
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
     from tuneline.config import load_params
 
     monkeypatch.setenv("TUNELINE_HOME", str(home))
@@ -194,7 +194,7 @@ def test_sigkill_then_rerun_resumes_and_matches_uninterrupted(
     run_id_before = json.loads((killed_dir / "run.json").read_text())["run_id"]
 
     # 3. Rerun: resumes from the newest complete checkpoint, into the same MLflow run.
-    resumed = finetune_model(data, params, output_dir=killed_dir)
+    resumed = finetune_classifier.fn(data, params, output_dir=killed_dir)
     progress = json.loads((killed_dir / "train_result.json").read_text())
     assert progress["start_step"] == resume_step > 0
     assert progress["resumed_from"].endswith(f"checkpoint-{resume_step}")

@@ -275,11 +275,11 @@ def test_registry_refuses_hostile_variant(
     if hostile == "pickle":
         evil_pickle(vdir / "model.pkl", canary)
         with pytest.raises(UnsafeArtifactError, match=r"model\.pkl"):
-            register_variant(vdir, params=params, finetune_run_id=None, variant_run_id=None)
+            register_variant.fn(vdir, params=params, finetune_run_id=None, variant_run_id=None)
     else:
         malformed_onnx("garbage", vdir / "model.onnx", variant_dir / "model.onnx")
         with pytest.raises(Exception, match=r"model\.onnx"):
-            register_variant(vdir, params=params, finetune_run_id=None, variant_run_id=None)
+            register_variant.fn(vdir, params=params, finetune_run_id=None, variant_run_id=None)
     assert not canary.exists()
     assert params.gate.registered_model not in registered_models()
 

@@ -1,7 +1,7 @@
 """The promotion killed (SIGKILL) between the gate and the alias move, or inside it.
 
 A child process runs what the promotion flow runs after the Bento smoke test (gate_version,
-then promote_version -> registry.move_champion -> append_audit) and SIGKILLs itself at a
+then promote_version -> registry.move_champion -> audit.append_audit) and SIGKILLs itself at a
 chosen point. Afterwards `champion` is the old or the new version, never anything else; the
 registry lock is free; a rerun of the promotion ends with the candidate as champion, a
 consistent champion history and an audited decision.
@@ -31,8 +31,9 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys
     from tasks.release.gate import gate_version
-    from tasks.release.promote import SmokeResult, promote_version
-    from tuneline import registry
+    from tasks.release.promote import promote_version
+    from tasks.release.smoke import SmokeResult
+    from tuneline import audit, registry
     from tuneline.config import load_params
 
     root, version, point = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -45,12 +46,14 @@ CHILD = textwrap.dedent(
     elif point == "after_alias_set":   # alias set under the lock, history not yet written
         registry._set_history = die
     elif point == "before_audit":      # alias and history written, decision not audited
-        audit = registry.append_audit
-        registry.append_audit = lambda r: die() if r.get("event") == "promote" else audit(r)
+        append = audit.append_audit
+        audit.append_audit = lambda r: die() if r.get("event") == "promote" else append(r)
     params = load_params(root, profile="smoke")
-    gate = gate_version(params.gate.registered_model, version, params=params, project_root=root)
+    gate = gate_version.fn(
+        params.gate.registered_model, version, params=params, project_root=root
+    )
     assert gate.decision.promote, gate.decision.reasons
-    promote_version(gate, SmokeResult(True, "smoke test skipped in this test", ""))
+    promote_version.fn(gate, SmokeResult(True, "smoke test skipped in this test", ""))
     print("NOT KILLED")
     """
 )
@@ -74,7 +77,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         from tasks.release.register import register_variant
         from tuneline import registry
 
-        first = register_variant(
+        first = register_variant.fn(
             variant, params=params, finetune_run_id="ft", variant_run_id="var", project_root=root
         ).version
         assert registry.move_champion(MODEL, first, None).outcome == "moved"
@@ -106,8 +109,9 @@ def test_killed_promotion_leaves_old_or_new_champion(
     monkeypatch.setenv("TUNELINE_HOME", str(home))
     monkeypatch.delenv("TUNELINE_MLFLOW_TRACKING_URI", raising=False)
     from tasks.release.gate import gate_version
-    from tasks.release.promote import SmokeResult, promote_version
-    from tuneline import registry
+    from tasks.release.promote import promote_version
+    from tasks.release.smoke import SmokeResult
+    from tuneline import audit, registry
 
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -124,19 +128,19 @@ def test_killed_promotion_leaves_old_or_new_champion(
     champion = registry.alias_version(MODEL, "champion")
     assert champion in ("1", "2")
     assert champion == ("1" if point == "after_gate" else "2"), (point, champion)
-    audited = [(r["event"], r["version"]) for r in registry.read_audit()]
+    audited = [(r["event"], r["version"]) for r in audit.read_audit()]
     assert ("promote", "2") not in audited  # the killed attempt never claims success
 
     # The lock died with the process, and a rerun finishes the job consistently.
     params = load_params(root, profile="smoke")
-    gate = gate_version(MODEL, "2", params=params, project_root=root)
+    gate = gate_version.fn(MODEL, "2", params=params, project_root=root)
     assert gate.champion_version == champion and gate.decision.promote, gate.decision.reasons
-    result = promote_version(gate, SmokeResult(True, "smoke test skipped in this test", ""))
+    result = promote_version.fn(gate, SmokeResult(True, "smoke test skipped in this test", ""))
     assert result.outcome == "promoted", result
     assert registry.alias_version(MODEL, "champion") == "2"
     history = registry.champion_history(MODEL)
     assert history[-1] == "2" and "1" in history, history
-    assert registry.read_audit()[-1]["outcome"] == "promoted"
+    assert audit.read_audit()[-1]["outcome"] == "promoted"
     # The previous champion is still reachable by rollback (the history survived the crash).
     # Re-promoting the current champion adds a history entry by design, so the first rollback
     # may land on the same version; rolling back until the champion changes must reach "1".

@@ -36,7 +36,7 @@ MODEL = "contention-classifier"
 
 
 def free_port() -> int:
-    from tasks.release.promote import free_port as port
+    from tasks.release.smoke import free_port as port
 
     return port()
 
@@ -110,10 +110,11 @@ def racer(
 def verify_version(version: str, dest: Path) -> None:
     """The version's artifacts download, match their recorded md5 and answer."""
     from serving.predictor import OnnxTextClassifier
+    from tasks.release.register import download_version
     from tuneline import registry
     from tuneline.io import md5_file
 
-    vdir = registry.download_version(MODEL, version, dest / f"v{version}")
+    vdir = download_version(MODEL, version, dest / f"v{version}")
     assert md5_file(vdir / "model.onnx") == registry.version_tags(MODEL, version)["onnx_md5"]
     assert len(OnnxTextClassifier(vdir).predict(["win cash now"])) == 1
 
@@ -134,7 +135,7 @@ def run_contention(base: Path, procs: int, rounds: int) -> dict[str, Any]:
         from tasks.release.register import register_variant
         from tuneline import registry
 
-        first = register_variant(
+        first = register_variant.fn(
             variant,
             params=params,
             finetune_run_id=None,

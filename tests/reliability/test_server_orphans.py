@@ -103,7 +103,7 @@ SLEEPER = textwrap.dedent(
 SMOKE_SERVER = textwrap.dedent(
     """
     import os, signal, sys
-    from tasks.release.promote import free_port, serve_bento, wait_ready
+    from tasks.release.smoke import free_port, serve_bento, wait_ready
     tag, log = sys.argv[1], sys.argv[2]
     port = free_port()
     with serve_bento(tag, port=port, log_path=__import__("pathlib").Path(log)) as proc:
@@ -245,11 +245,12 @@ FINETUNE = textwrap.dedent(
     import json, sys, threading
     from pathlib import Path
     from tuneline.config import load_params
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
     repo, data, out, overrides = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     params = load_params(repo, "smoke", json.loads(overrides))
     # in a worker thread, as Prefect runs a task
-    task = threading.Thread(target=finetune_model, args=(data, params), kwargs={"output_dir": out})
+    train = finetune_classifier.fn
+    task = threading.Thread(target=train, args=(data, params), kwargs={"output_dir": out})
     task.start()
     task.join()
     """

@@ -134,15 +134,11 @@ def test_a_folder_that_is_no_package_is_refused(tmp_path: Path) -> None:
 
 
 def _inputs(tmp_path: Path, params: Any) -> dict[str, Any]:
-    split = tmp_path / "test.parquet"
-    split.write_bytes(b"rows")
     return {
         "project_root": tmp_path,
         "prepared_dir": tmp_path / "prepared",
         "output_dir": tmp_path / "out",
         "model_dir": tmp_path / "model",
-        "split_path": split,
-        "labels": ["ham", "spam"],
         "params": params,
         "parent_run_id": "run",
     }
@@ -152,7 +148,6 @@ def _inputs(tmp_path: Path, params: Any) -> dict[str, Any]:
     ("key_fn", "imported", "unrelated"),
     [
         (caching.finetune_key, "tasks/finetune/worker.py", "tasks/compress/build.py"),
-        (caching.evaluate_key, "tasks/finetune/launcher.py", "tasks/compress/distill.py"),
         (caching.compress_key, "tuneline/models.py", "tasks/finetune/worker.py"),
     ],
 )

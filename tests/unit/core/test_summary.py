@@ -23,8 +23,7 @@ def test_summary_screen_names_everything() -> None:
         outcome="promoted", reasons=("PASS floors",), name="m", champion="4", bento_tag="b:1"
     )
     extra = describe_release(
-        NS(run_id="run1", metrics={"majority_baseline": 0.87}),
-        NS(metrics={"accuracy": 0.985, "macro_f1": 0.96}),
+        NS(run_id="run1", metrics={"accuracy": 0.985, "macro_f1": 0.96, "majority_baseline": 0.87}),
         compressed,
         released,
         NS(serve=NS(host="127.0.0.1", port=3000)),

@@ -18,7 +18,6 @@ def test_the_summary_says_the_candidate_was_held_and_the_champion_unchanged() ->
     released = PromotionResult("held", "m", "4", "1", "1", (reason,), "b:1")
     extra = describe_release(
         NS(run_id="r", metrics={}),
-        NS(metrics={}),
         NS(variants=(variant,), chosen=variant, rejected={}, pareto_md=""),
         released,
         NS(serve=NS(host="127.0.0.1", port=3000)),

@@ -210,11 +210,11 @@ def test_marker_callback_marks_on_rank_zero_and_drops_pickled_args(tmp_path):
 
 
 def test_finetune_refuses_missing_splits(tmp_path):
-    from tasks.finetune.task import finetune_model
+    from tasks.finetune.task import finetune_classifier
 
     (tmp_path / "train.parquet").write_bytes(b"")
     with pytest.raises(TrainingError, match=r"val\.parquet.*labels\.json"):
-        finetune_model(tmp_path, load_params(REPO, "smoke"), output_dir=tmp_path / "out")
+        finetune_classifier.fn(tmp_path, load_params(REPO, "smoke"), output_dir=tmp_path / "out")
 
 
 def test_fingerprint_ignores_process_layout_but_not_learning_settings(tmp_path):

@@ -10,7 +10,7 @@ from flows.cli import app
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["stage"]])
+@pytest.mark.parametrize("args", [[], ["run"], ["stage"], ["promote"], ["rollback"], ["serve"]])
 def test_help_everywhere(args: list[str]) -> None:
     result = CliRunner().invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from tasks.release.gate import Scorecard, decide_promotion
+from tasks.release.decision import Scorecard, decide_promotion
 from tests.params import section
 
 pytestmark = pytest.mark.unit
