@@ -1,8 +1,9 @@
-"""Minimal ONNX Runtime classifier over an ONNX variant directory.
+"""The one ONNX Runtime wrapper: an ONNX variant directory in, logits, labels and probabilities out.
 
-The one prediction path shared by the served Bento, the promotion gate and the Bento smoke
-test, so "the Bento answers like the registry artifact" compares like with like. It depends on
-onnxruntime, tokenizers and numpy only (no tuneline import) so it can be bundled into a Bento.
+The served Bento, the promotion gate, the Bento smoke test, compression (parity and scoring),
+registration and the benchmarks all load a variant through `OnnxTextClassifier`, so what is
+measured and checked is what is served. It depends on onnxruntime, tokenizers, numpy and scipy
+only (no tuneline import) so it can be bundled into a Bento; serving/timing.py times it.
 
 Variant directory: model.onnx, tokenizer.json (or files AutoTokenizer reads), labels.json
 ({"labels": [...]}, index = class id), and optionally variant.json (may carry "max_seq_len").
@@ -17,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
+MODEL_FILE = "model.onnx"
+LABELS_FILE = "labels.json"
+VARIANT_FILE = "variant.json"
+INPUT_NAMES = ("input_ids", "attention_mask")  # what every exported graph takes
+OUTPUT_NAME = "logits"
 # BERT-style position embeddings stop at 512; a larger `model_max_length` is a placeholder.
 _MAX_POSITIONS = 512
 
@@ -32,7 +39,7 @@ class Prediction:
 
 
 def _max_length(model_dir: Path) -> int:
-    variant = model_dir / "variant.json"
+    variant = model_dir / VARIANT_FILE
     if variant.exists():
         value = json.loads(variant.read_text(encoding="utf-8")).get("max_seq_len")
         if isinstance(value, int) and value > 0:
@@ -45,45 +52,78 @@ def _max_length(model_dir: Path) -> int:
     return _MAX_POSITIONS
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    out: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)
-    return out
+def cuda_available() -> bool:
+    """Whether ONNX Runtime can run on a GPU here (the FP16 variant needs it).
+
+    Returns:
+        True when the CUDA execution provider is available.
+    """
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def make_session(onnx_path: Path | str, num_threads: int, *, use_gpu: bool = False) -> Any:
+    """An InferenceSession with a fixed thread count, so every variant is timed alike.
+
+    Args:
+        onnx_path: the model file.
+        num_threads: intra-op threads (0 = let ORT decide); inter-op is pinned to 1.
+        use_gpu: run on CUDA (ORT falls back to CPU for unsupported nodes).
+
+    Returns:
+        The onnxruntime.InferenceSession.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(0, num_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    if use_gpu:
+        providers = ["CUDAExecutionProvider", *providers]
+    return ort.InferenceSession(str(onnx_path), options, providers=providers)
 
 
 class OnnxTextClassifier:
     """Tokenize with the variant's tokenizer, run model.onnx, return labels and probabilities."""
 
-    def __init__(self, model_dir: Path | str, num_threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path | str,
+        num_threads: int = 1,
+        *,
+        max_length: int | None = None,
+        use_gpu: bool = False,
+    ) -> None:
         """Load the session and tokenizer.
 
         Args:
             model_dir: an ONNX variant directory (see the module docstring).
-            num_threads: ORT intra-op threads; serving and the gate run on shared CPUs.
+            num_threads: ORT intra-op threads (0 = let ORT decide); serving and the gate run
+                on shared CPUs.
+            max_length: truncation length; default variant.json `max_seq_len`, else the
+                tokenizer's model_max_length, capped at 512.
+            use_gpu: run on CUDA (the FP16 variant).
 
         Raises:
             FileNotFoundError: model.onnx or labels.json is missing.
         """
-        import onnxruntime as ort
-
         self.model_dir = Path(model_dir)
-        onnx_path = self.model_dir / "model.onnx"
-        labels_path = self.model_dir / "labels.json"
+        onnx_path = self.model_dir / MODEL_FILE
+        labels_path = self.model_dir / LABELS_FILE
         for path in (onnx_path, labels_path):
             if not path.exists():
                 raise FileNotFoundError(f"{path} is missing from the model directory")
         self.labels: list[str] = [
             str(x) for x in json.loads(labels_path.read_text(encoding="utf-8"))["labels"]
         ]
-        self.max_length = _max_length(self.model_dir)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, num_threads)
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.max_length = int(max_length or _max_length(self.model_dir))
+        self.session = make_session(onnx_path, num_threads, use_gpu=use_gpu)
         self._input_names = {i.name for i in self.session.get_inputs()}
+        self._pad_id = 0
         self._tokenizer, self._fast = self._load_tokenizer()
 
     def _load_tokenizer(self) -> tuple[Any, bool]:
@@ -103,7 +143,8 @@ class OnnxTextClassifier:
                 if isinstance(pad, str) and tok.token_to_id(pad) is not None:
                     pad_token, pad_id = pad, tok.token_to_id(pad)
                     break
-            tok.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
+            self._pad_id = pad_id or 0
+            tok.enable_padding(pad_id=self._pad_id, pad_token=pad_token)
             tok.enable_truncation(max_length=self.max_length)
             return tok, True
         # No tokenizer.json (slow-tokenizer files only): let transformers read them, safely.
@@ -111,32 +152,89 @@ class OnnxTextClassifier:
 
         return AutoTokenizer.from_pretrained(str(self.model_dir), trust_remote_code=False), False
 
-    def encode(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Token ids and attention mask as int64 arrays [batch, seq]."""
+    def encode(self, texts: Sequence[str], *, pad_to_max: bool = False) -> dict[str, np.ndarray]:
+        """Token ids and attention mask as int64 arrays [batch, seq].
+
+        Args:
+            texts: the texts, truncated to `max_length` tokens.
+            pad_to_max: pad every row to `max_length` (the benchmark's fixed shapes) instead
+                of to the longest row.
+
+        Returns:
+            The feeds the graph takes, by input name.
+        """
         if self._fast:
             encodings = self._tokenizer.encode_batch(list(texts))
             ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
             mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+            width = self.max_length - ids.shape[1] if pad_to_max and ids.ndim == 2 else 0
+            if width > 0:
+                # padding state lives in the shared tokenizer (serving threads share it), so
+                # fixed-length padding is added here rather than by reconfiguring it
+                ids = np.pad(ids, ((0, 0), (0, width)), constant_values=self._pad_id)
+                mask = np.pad(mask, ((0, 0), (0, width)), constant_values=0)
         else:
             enc = self._tokenizer(
-                list(texts), padding=True, truncation=True, max_length=self.max_length
+                list(texts),
+                padding="max_length" if pad_to_max else True,
+                truncation=True,
+                max_length=self.max_length,
             )
             ids = np.asarray(enc["input_ids"], dtype=np.int64)
             mask = np.asarray(enc["attention_mask"], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
         return {k: v for k, v in feeds.items() if k in self._input_names}
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for already-encoded inputs (what the timing functions measure).
+
+        Args:
+            feeds: the output of `encode`.
+
+        Returns:
+            Logits [batch, num_labels] as float32 (an FP16 graph keeps float32 outputs too).
+        """
+        out: np.ndarray = self.session.run([OUTPUT_NAME], feeds)[0]
+        return out.astype(np.float32, copy=False)
+
+    def logits(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """Logits [len(texts), num_labels], float32.
+
+        Args:
+            texts: the texts.
+            batch_size: texts per session run; None runs them all at once (the caller, e.g.
+                the Bento's adaptive batcher, already chose the batch).
+
+        Returns:
+            The logits, in input order.
+        """
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        out: np.ndarray = self.session.run(["logits"], self.encode(texts))[0]
-        return out
+        step = batch_size or len(texts)
+        chunks = [self.run(self.encode(texts[i : i + step])) for i in range(0, len(texts), step)]
+        return np.concatenate(chunks, axis=0)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return softmax(self.logits(texts).astype(np.float64))
+        """Class probabilities [len(texts), num_labels], float64.
+
+        Args:
+            texts: the texts, run as one batch.
+
+        Returns:
+            Softmax of the logits.
+        """
+        probs: np.ndarray = softmax(self.logits(texts).astype(np.float64), axis=-1)
+        return probs
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        """Label, label id and per-label probabilities for each text, in input order."""
+        """Label, label id and per-label probabilities for each text, in input order.
+
+        Args:
+            texts: the texts, run as one batch.
+
+        Returns:
+            One Prediction per text.
+        """
         probs = self.predict_proba(texts)
         preds = []
         for row in probs:

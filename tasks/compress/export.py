@@ -1,5 +1,4 @@
-"""ONNX export primitives: export, check, optimize, parity. Shared by the export and compress
-steps (tasks/compress/export.py, tasks/compress/task.py).
+"""ONNX export primitives: export, check, optimize, parity (used by tasks/compress/build.py).
 
 Exporter choice (torch 2.13, transformers 5): the dynamo exporter (`dynamo=True`, the torch
 default) with `dynamic_shapes` for batch and sequence. The legacy TorchScript exporter
@@ -18,17 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from tuneline.errors import ParityError
-from tuneline.io import atomic_dir, write_json
-from tuneline.onnx_runtime import (
+from serving.predictor import (
     INPUT_NAMES,
     LABELS_FILE,
     MODEL_FILE,
     OUTPUT_NAME,
     VARIANT_FILE,
-    OnnxClassifier,
-    encode,
+    OnnxTextClassifier,
 )
+from tuneline.errors import ParityError
+from tuneline.io import atomic_dir, write_json
+from tuneline.models import encode
+
+# Rows per ORT run when measuring parity. Part of the measurement, not a speed knob: dynamic
+# INT8 quantizes activations with ranges taken over the whole batch, so its logits depend on
+# which rows share a run.
+PARITY_BATCH = 32
 
 
 def architecture(config: Any) -> dict[str, int]:
@@ -161,24 +165,20 @@ def export_fp32(
     return fusions
 
 
-def torch_logits(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 32
-) -> np.ndarray:
-    """PyTorch reference logits, tokenized exactly as the ONNX side tokenizes."""
-    import torch
-
-    model.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
-            feed = encode(tokenizer, texts[i : i + batch_size], max_length)
-            tensors = {k: torch.from_numpy(v) for k, v in feed.items()}
-            outs.append(model(**tensors).logits.float().numpy())
-    return np.concatenate(outs) if outs else np.zeros((0, model.config.num_labels), np.float32)
-
-
 def parity_stats(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """Argmax agreement and max |delta logit| between two logit matrices."""
+    """Argmax agreement and max |delta logit| between two logit matrices.
+
+    Args:
+        reference: the PyTorch logits [rows, labels].
+        candidate: the ONNX logits for the same rows.
+
+    Returns:
+        {"agreement", "max_abs_logit", "rows"}; a candidate with a NaN or infinite logit gets
+        agreement 0 and an infinite distance, so it can never pass.
+
+    Raises:
+        ParityError: the shapes differ.
+    """
     if reference.shape != candidate.shape:
         raise ParityError(
             f"logit shapes differ: PyTorch {reference.shape} vs ONNX {candidate.shape}"
@@ -197,6 +197,12 @@ def check_parity(
 ) -> None:
     """Raise when a variant breaches either parity threshold.
 
+    Args:
+        name: the variant, for the message.
+        stats: from `parity_stats`.
+        max_abs_logit: the largest allowed |delta logit| (inclusive).
+        min_agreement: the smallest allowed argmax agreement (inclusive).
+
     Raises:
         ParityError: naming the variant, both measured numbers and both thresholds.
     """
@@ -213,8 +219,24 @@ def check_parity(
 
 
 def measure_parity(
-    variant_dir: Path, reference: np.ndarray, texts: Sequence[str], num_threads: int
+    variant_dir: Path,
+    reference: np.ndarray,
+    texts: Sequence[str],
+    num_threads: int,
+    *,
+    use_gpu: bool = False,
 ) -> dict[str, float]:
-    """Run the variant in ORT on `texts` and compare against the PyTorch `reference` logits."""
-    clf = OnnxClassifier(variant_dir, num_threads=num_threads)
-    return parity_stats(reference, clf.predict_logits(texts))
+    """Run the variant in ORT on `texts` and compare against the PyTorch `reference` logits.
+
+    Args:
+        variant_dir: the exported variant.
+        reference: PyTorch logits of `texts` (tuneline.models.torch_logits).
+        texts: the parity rows.
+        num_threads: ORT intra-op threads.
+        use_gpu: run on CUDA (the FP16 variant).
+
+    Returns:
+        `parity_stats` of the two.
+    """
+    clf = OnnxTextClassifier(variant_dir, num_threads=num_threads, use_gpu=use_gpu)
+    return parity_stats(reference, clf.logits(texts, batch_size=PARITY_BATCH))

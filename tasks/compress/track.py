@@ -4,6 +4,7 @@ Pareto table + latency/accuracy plot on the parent."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +22,47 @@ def _client() -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def open_parent(parent_run_id: str | None) -> tuple[Any, str, str, bool]:
-    """The client, the parent run id, its experiment id, and whether we created the parent.
+@dataclass(frozen=True)
+class ParentRun:
+    """The MLflow run the variants' child runs hang from.
+
+    Attributes:
+        client: an MlflowClient on the configured tracking URI.
+        run_id: the parent run.
+        experiment_id: its experiment (the children are created there).
+        created: compression created it (no fine-tune run), so compression also ends it.
+    """
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    created: bool
+
+
+def open_parent(parent_run_id: str | None) -> ParentRun:
+    """The parent run of this compression.
 
     Without a fine-tune run (compression run on its own) a 'compress' run stands in as parent.
+
+    Args:
+        parent_run_id: the fine-tune run, or None.
+
+    Returns:
+        The parent run and its client.
     """
     client = _client()
     if parent_run_id:
         exp_id = str(client.get_run(parent_run_id).info.experiment_id)
-        return client, parent_run_id, exp_id, False
+        return ParentRun(client, parent_run_id, exp_id, False)
     from tuneline import registry
 
     exp_id = registry.experiment_id(EXPERIMENT)
     run = client.create_run(exp_id, run_name="compress", tags={"tuneline.step": "compress"})
-    return client, run.info.run_id, exp_id, True
+    return ParentRun(client, run.info.run_id, exp_id, True)
 
 
 def log_variant(
-    client: Any,
-    exp_id: str,
-    parent_run_id: str,
+    parent: ParentRun,
     name: str,
     method: str,
     settings: Mapping[str, Any],
@@ -51,11 +73,22 @@ def log_variant(
 ) -> str:
     """Create the child run of one variant with its settings, metrics and ONNX directory.
 
+    Args:
+        parent: the parent run.
+        name: the variant.
+        method: how it was made (tag).
+        settings: logged as params (values cut at 500 characters).
+        metrics: its scores.
+        parity: logged as parity_<key> metrics.
+        onnx_dir: logged as the `onnx` artifact directory.
+        lineage: tags (git commit, split md5s, validation), prefixed `tuneline.`.
+
     Returns:
         The child run id.
     """
     from mlflow.entities import Metric, Param
 
+    client, parent_run_id = parent.client, parent.run_id
     tags = {
         "mlflow.parentRunId": parent_run_id,
         "tuneline.parent_run_id": parent_run_id,
@@ -64,7 +97,7 @@ def log_variant(
         "tuneline.method": method,
         **{f"tuneline.{k}": str(v) for k, v in lineage.items()},
     }
-    run = client.create_run(exp_id, run_name=name, tags=tags)
+    run = client.create_run(parent.experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     values = {**metrics, **{f"parity_{k}": v for k, v in parity.items()}}
     client.log_batch(
@@ -109,19 +142,31 @@ def plot_pareto(
     plt.close(fig)
 
 
-def log_parent(
-    client: Any,
-    parent_run_id: str,
-    files: list[Path],
-    chosen: str,
-    chosen_run: str | None,
-    created: bool,
-) -> None:
-    """Attach the Pareto table and plot to the parent and tag the choice."""
+def log_parent(parent: ParentRun, files: list[Path], chosen: str, chosen_run: str | None) -> None:
+    """Attach the Pareto table and plot to the parent and tag the choice.
+
+    Args:
+        parent: the parent run (ended here when compression created it).
+        files: logged under the `compression` artifact directory.
+        chosen: the chosen variant's name.
+        chosen_run: its child run.
+    """
+    client = parent.client
     for path in files:
-        client.log_artifact(parent_run_id, str(path), artifact_path="compression")
-    client.set_tag(parent_run_id, "tuneline.chosen_variant", chosen)
+        client.log_artifact(parent.run_id, str(path), artifact_path="compression")
+    client.set_tag(parent.run_id, "tuneline.chosen_variant", chosen)
     if chosen_run:
-        client.set_tag(parent_run_id, "tuneline.chosen_variant_run_id", chosen_run)
-    if created:
-        client.set_terminated(parent_run_id)
+        client.set_tag(parent.run_id, "tuneline.chosen_variant_run_id", chosen_run)
+    if parent.created:
+        client.set_terminated(parent.run_id)
+
+
+def fail_parent(parent: ParentRun) -> None:
+    """Tag the parent as failing parity (and end it as FAILED when compression created it).
+
+    Args:
+        parent: the parent run.
+    """
+    parent.client.set_tag(parent.run_id, "tuneline.parity", "failed")
+    if parent.created:
+        parent.client.set_terminated(parent.run_id, status="FAILED")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneline.onnx_runtime import encode
+from tuneline.models import encode
 
 
 def _encoder_linears(model: Any) -> list[tuple[Any, str]]:
