@@ -79,7 +79,10 @@ def test_small_insignificant_loss_is_not_worse() -> None:
     champion = card([True] * 92 + [False] * 8)
     candidate = card([True] * 91 + [False] * 9)
     decision = decide_promotion(candidate, champion, POLICY)
-    assert any(r.startswith("PASS McNemar") for r in decision.reasons)
+    assert decision.promote, decision.reasons
+    assert not failed(decision.reasons)
+    assert any(r.startswith("PASS McNemar") and "loses 1" in r for r in decision.reasons)
+    assert decision.deltas["accuracy"] == pytest.approx(-0.01)
 
 
 def test_tie_is_promoted_as_not_worse() -> None:
@@ -141,12 +144,14 @@ def test_class_collapse_without_champion_refused() -> None:
     cand = card([True] * 90 + [False] * 10, recall={"ham": 1.0, "spam": 0.0})
     decision = decide_promotion(cand, None, POLICY)
     assert not decision.promote
+    assert failed(decision.reasons) == ["FAIL recall of 'spam' 0.0000 >= floor 0.1"]
 
 
 def test_every_rule_is_reported_pass_or_fail() -> None:
     champion = card([True] * 90 + [False] * 10)
     decision = decide_promotion(card([True] * 90 + [False] * 10), champion, POLICY)
     assert all(r.startswith(("PASS ", "FAIL ")) for r in decision.reasons)
+    assert decision.promote and not failed(decision.reasons)
     # 7 fixed checks + 2 class-recall floors + McNemar + 2 recall drops
     assert len(decision.reasons) == 12
 
