@@ -11,6 +11,11 @@ its Prefect server is up; a `tuneline serve`-style foreground runner (SIGTERM, S
 SIGKILL; a tiny http.server and a real Bento); fine-tuning, the task or torchrun's agent
 killed while its worker still imports torch or while it trains. The local Prefect server's
 Host and Origin check is tested on the real server here too.
+
+`make test` runs the helper's server, the foreground runners and the smoke test's Bento. The
+`tuneline run` kill (a workspace and a Prefect server start: 2 min on a busy machine), the
+fine-tuning kills and the real Prefect server are slow (`make reliability`); their mechanisms
+stay in `make test`: the helper case here, tests/unit/core/test_processes.py and test_services.py.
 """
 
 from __future__ import annotations
@@ -149,6 +154,7 @@ def test_flow_killed_during_smoke_test_leaves_no_bento_server(
 PREFECT_SERVER = re.compile(r"tuneline\.prefect_server|prefect\.server\.api\.server:create_app")
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_prefect_server(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "project")
     home = tmp_path / "home"
@@ -318,6 +324,7 @@ def test_killed_finetune_leaves_no_worker(
 # --- the local Prefect server's Host and Origin check ---------------------------------------
 
 
+@pytest.mark.slow
 def test_local_prefect_server_serves_its_ui_and_only_its_own_origin(tmp_path: Path) -> None:
     import httpx
 
