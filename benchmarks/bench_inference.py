@@ -13,12 +13,14 @@ Writes benchmarks/results/inference.json and inference.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,7 @@ def time_calls(run: Any, feeds: list[Any], min_calls: int) -> tuple[list[float],
 def measure(
     name: str,
     run: Any,
-    tokenizer: Any,
+    encode: Callable[[list[str]], dict[str, np.ndarray]],
     texts: list[str],
     y: list[int],
     arch: dict[str, int],
@@ -107,21 +109,14 @@ def measure(
     peak: float,
     rows: int,
 ) -> dict[str, Any]:
-    from tuneline.onnx_runtime import encode
-
+    """`encode` turns texts into the engine's feeds, padded to SEQ tokens; `run` runs them."""
     out: dict[str, Any] = {"engine": name, "size_mb": size_mb, "architecture": arch}
     preds = np.concatenate(
-        [
-            run(encode(tokenizer, texts[i : i + 32], SEQ, pad_to_max=True))
-            for i in range(0, len(texts), 32)
-        ]
+        [run(encode(texts[i : i + 32])) for i in range(0, len(texts), 32)]
     ).argmax(-1)
     out["accuracy"] = float(np.mean(preds == np.asarray(y)))
     for batch in (1, 32):
-        feeds = [
-            encode(tokenizer, texts[i : i + batch], SEQ, pad_to_max=True)
-            for i in range(0, min(len(texts), rows), batch)
-        ]
+        feeds = [encode(texts[i : i + batch]) for i in range(0, min(len(texts), rows), batch)]
         times, n = time_calls(run, feeds, max(len(feeds), 8 if batch == 32 else 30))
         ms = np.asarray(times) * 1000
         tput = n / sum(times)
@@ -196,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from serving.predictor import OnnxTextClassifier
     from tasks.compress.task import compress_model
     from tuneline.config import load_params
-    from tuneline.onnx_runtime import OnnxClassifier
 
     profile = args.profile or ("smoke" if args.base == "tiny-bert" and not args.model_dir else None)
     params = load_params(ROOT, profile)
@@ -223,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
 
     from tasks.compress.export import architecture
-    from tuneline.models import load_classifier
+    from tuneline.models import encode, load_classifier
 
     model, tok = load_classifier(model_dir)
 
@@ -236,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         measure(
             "pytorch_fp32_eager",
             torch_run,
-            tok,
+            lambda batch: encode(tok, batch, SEQ, pad_to_max=True),
             texts,
             y,
             architecture(model.config),
@@ -246,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     ]
     for v in result.variants:
-        clf = OnnxClassifier(v.onnx_dir, num_threads=threads, max_length=SEQ)
+        clf = OnnxTextClassifier(v.onnx_dir, num_threads=threads, max_length=SEQ)
         arch = json.loads((Path(v.onnx_dir) / "variant.json").read_text())["architecture"]
         results.append(
             measure(
                 f"ort_{v.name}",
                 clf.run,
-                clf.tokenizer,
+                functools.partial(clf.encode, pad_to_max=True),
                 texts,
                 y,
                 arch,

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 from prefect import task
 
 from serving.predictor import OnnxTextClassifier
+from serving.timing import latency_ms
 from tasks.release.decision import Decision, Scorecard, decide_promotion
 from tasks.release.register import download_version
 from tuneline import audit, registry
@@ -109,11 +109,11 @@ def score_variant(
     predicted = []
     for start in range(0, len(texts), 64):
         predicted += [p.label for p in model.predict(texts[start : start + 64])]
-    timings = []
-    for text in texts[: max(1, latency_rows)]:
-        began = time.perf_counter()
-        model.predict([text])
-        timings.append((time.perf_counter() - began) * 1000)
+    # What one request costs as served (tokenize, run, softmax), one text at a time. No
+    # warm-up calls: the model has just predicted the whole split.
+    latency = latency_ms(
+        lambda text: model.predict([text]), texts[: max(1, latency_rows)], warmup=0
+    )
     # Judge by label name; a name outside the candidate's map (a champion with another label
     # set) gets its own column so it counts as wrong without inventing a class.
     names = labels + sorted(set(predicted) - set(labels))
@@ -127,7 +127,7 @@ def score_variant(
         accuracy=float(np.mean(correct)) if correct else 0.0,
         macro_f1=float(np.mean([metrics[f"f1_{name}"] for name in labels])),
         recall={name: float(metrics[f"recall_{name}"]) for name in labels},
-        p95_latency_ms=float(np.percentile(timings, 95)),
+        p95_latency_ms=latency["latency_p95_ms"],
         size_mb=(Path(variant_dir) / "model.onnx").stat().st_size / 2**20,
         parity_passed=parity_passed,
         data_validated=data_validated,

@@ -105,7 +105,7 @@ def _variant(result, name: str):
 def test_every_variant_exports_runs_in_ort_and_holds_parity(result, params: Params, workspace):
     import onnx
 
-    from tuneline.onnx_runtime import OnnxClassifier
+    from serving.predictor import OnnxTextClassifier
 
     cp = params.compress
     assert {v.name for v in result.variants} == EXPECTED
@@ -121,9 +121,9 @@ def test_every_variant_exports_runs_in_ort_and_holds_parity(result, params: Para
         for inp in graph.input:  # batch and sequence axes are symbolic, not baked in
             dims = inp.type.tensor_type.shape.dim
             assert all(d.dim_param and not d.dim_value for d in dims), (v.name, dims)
-        clf = OnnxClassifier(vdir)
+        clf = OnnxTextClassifier(vdir)
         for n in (1, 3, 33):  # different batch sizes and padded lengths
-            logits = clf.predict_logits(test["text"].tolist()[:n])
+            logits = clf.logits(test["text"].tolist()[:n], batch_size=32)
             assert logits.shape == (n, 2) and logits.dtype == np.float32
         quant = v.name in QUANTIZED
         assert v.parity["rows"] == len(test)
@@ -168,8 +168,7 @@ def test_variants_are_really_compressed(result, params: Params):
 
 
 def _torch_reference(workspace, params: Params):
-    from tasks.compress.export import torch_logits
-    from tuneline.models import load_classifier
+    from tuneline.models import load_classifier, torch_logits
 
     _, prepared, model_dir = workspace
     texts = pd.read_parquet(prepared / "test.parquet")["text"].tolist()
@@ -265,7 +264,7 @@ def test_variants_are_mlflow_children_of_the_finetune_run(result, parent_run: st
 
 
 def test_chosen_variant_is_complete_and_serves(result, workspace):
-    from tuneline.onnx_runtime import OnnxClassifier
+    from serving.predictor import OnnxTextClassifier
 
     chosen = result.chosen
     assert chosen in result.variants
@@ -274,11 +273,11 @@ def test_chosen_variant_is_complete_and_serves(result, workspace):
     base = _variant(result, "fp32").metrics
     assert chosen.metrics["accuracy"] >= 0.99 * base["accuracy"]
     test = pd.read_parquet(workspace[1] / "test.parquet")
-    preds = OnnxClassifier(chosen.onnx_dir).predict(test["text"].tolist())
-    assert {label for label, _, _ in preds} <= set(LABELS)
-    accuracy = np.mean([i == y for (_, i, _), y in zip(preds, test["label"], strict=True)])
+    preds = OnnxTextClassifier(chosen.onnx_dir).predict(test["text"].tolist())
+    assert {p.label for p in preds} <= set(LABELS)
+    accuracy = np.mean([p.label_id == y for p, y in zip(preds, test["label"], strict=True)])
     assert accuracy >= 0.9  # the synthetic task is easy; a broken variant falls far below
-    assert all(abs(sum(p) - 1.0) < 1e-4 for _, _, p in preds)
+    assert all(abs(sum(p.probabilities.values()) - 1.0) < 1e-4 for p in preds)
 
 
 def test_parity_breach_fails_compression(workspace, tmp_path):

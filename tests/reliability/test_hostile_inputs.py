@@ -176,10 +176,10 @@ def test_config_asking_for_remote_code_is_refused(tmp_path: Path, hf_model_dir: 
 
 
 def test_tokenizer_asking_for_remote_code_is_not_run(tmp_path: Path, variant_dir: Path) -> None:
-    """auto_map in tokenizer_config.json: the ORT classifiers load the tokenizer with remote
-    code off, so the module is never imported (refused, or the built-in class is used)."""
+    """auto_map in tokenizer_config.json: the ORT classifier loads the tokenizer with remote
+    code off, so the module is never imported (refused, or the built-in class is used), both
+    from tokenizer.json and through AutoTokenizer."""
     from serving.predictor import OnnxTextClassifier
-    from tuneline.onnx_runtime import OnnxClassifier
 
     vdir = copy_dir(variant_dir, tmp_path / "variant")
     canary = tmp_path / "canary"
@@ -187,12 +187,11 @@ def test_tokenizer_asking_for_remote_code_is_not_run(tmp_path: Path, variant_dir
     tok_config = json.loads((vdir / "tokenizer_config.json").read_text())
     tok_config["auto_map"] = {"AutoTokenizer": ["tokenization_evil.Evil", None]}
     (vdir / "tokenizer_config.json").write_text(json.dumps(tok_config))
-    for loader in (OnnxClassifier, OnnxTextClassifier):
-        try:
-            loader(vdir)
-        except (ValueError, OSError, UnsafeArtifactError) as exc:
-            assert str(exc).strip()
-    (vdir / "tokenizer.json").unlink()  # force the serving predictor's AutoTokenizer path
+    try:
+        OnnxTextClassifier(vdir)
+    except (ValueError, OSError, UnsafeArtifactError) as exc:
+        assert str(exc).strip()
+    (vdir / "tokenizer.json").unlink()  # force the predictor's AutoTokenizer path
     try:
         OnnxTextClassifier(vdir)
     except (ValueError, OSError, UnsafeArtifactError) as exc:
@@ -239,15 +238,13 @@ def test_malformed_onnx_is_refused_by_every_loader(
     tmp_path: Path, variant_dir: Path, kind: str
 ) -> None:
     from serving.predictor import OnnxTextClassifier
-    from tuneline.onnx_runtime import OnnxClassifier
 
     vdir = copy_dir(variant_dir, tmp_path / "variant")
     malformed_onnx(kind, vdir / "model.onnx", variant_dir / "model.onnx")
-    for loader in (OnnxTextClassifier, OnnxClassifier):
-        with pytest.raises(Exception) as err:
-            loader(vdir)
-        message = str(err.value)
-        assert "model.onnx" in message or "external data" in message.lower(), message
+    with pytest.raises(Exception) as err:
+        OnnxTextClassifier(vdir)
+    message = str(err.value)
+    assert "model.onnx" in message or "external data" in message.lower(), message
 
 
 @pytest.fixture
