@@ -2,6 +2,8 @@
 splits, a Bento built and served over HTTP on 127.0.0.1, audit, rollback and racing promotions.
 
 One module-scoped store: the first candidate is promoted, later tests build on that registry.
+Every version a test needs comes from a module fixture, never from an earlier test, so each
+test also passes alone (`pytest FILE::TEST`).
 """
 
 from __future__ import annotations
@@ -102,6 +104,18 @@ def promoted(env: Env) -> Env:
     env.first_gate = gate
     env.bento_tag = bento.tag
     return env
+
+
+@pytest.fixture(scope="module")
+def bad_version(promoted: Env) -> str:
+    """A worse candidate (trained on shuffled labels), registered after the first."""
+    return register(promoted, "bad")
+
+
+@pytest.fixture(scope="module")
+def second_version(promoted: Env) -> str:
+    """The good artifact registered again from another run: a new version, a tie with the first."""
+    return register(promoted, "good", attempt=2)
 
 
 @pytest.fixture(scope="module")
@@ -230,11 +244,10 @@ def test_metrics_expose_drift_and_batching(server: str) -> None:
         assert name in text, name
 
 
-def test_worse_candidate_refused_champion_unchanged(promoted: Env) -> None:
+def test_worse_candidate_refused_champion_unchanged(promoted: Env, bad_version: str) -> None:
     assert promoted.first is not None
     champion = promoted.first.version
-    version = register(promoted, "bad")
-    promoted.versions["bad"] = version
+    version = bad_version
     gate = gate_version.fn(MODEL, version, params=promoted.params, project_root=promoted.root)
     assert not gate.decision.promote
     assert any(r.startswith("FAIL McNemar") for r in gate.decision.reasons)
@@ -245,13 +258,13 @@ def test_worse_candidate_refused_champion_unchanged(promoted: Env) -> None:
     assert ("gate", champion, "passed") in audited and ("gate", version, "refused") in audited
 
 
-def test_rollback_moves_champion_back(promoted: Env) -> None:
+def test_rollback_moves_champion_back(promoted: Env, second_version: str) -> None:
     from typer.testing import CliRunner
 
     assert promoted.first is not None
     first = promoted.first.version
     # the same artifact from another run: a new version, a tie, so the gate passes
-    second = register(promoted, "good", attempt=2)
+    second = second_version
     assert second != first
     gate = gate_version.fn(MODEL, second, params=promoted.params, project_root=promoted.root)
     assert gate.decision.promote, gate.decision.reasons
@@ -275,15 +288,16 @@ def test_rollback_moves_champion_back(promoted: Env) -> None:
     assert registry.alias_version(MODEL, "champion") == first
     events = [(r["event"], r["outcome"]) for r in audit.read_audit()]
     assert ("rollback", "moved") in events and ("rollback", "nothing_to_roll_back") in events
-    promoted.versions["second"] = second
 
 
-def test_alias_moved_between_gate_and_set_loses_the_race(promoted: Env) -> None:
+def test_alias_moved_between_gate_and_set_loses_the_race(
+    promoted: Env, bad_version: str, second_version: str
+) -> None:
     first = registry.alias_version(MODEL, "champion")
-    second = promoted.versions["second"]
+    second = second_version
     gate = gate_version.fn(MODEL, second, params=promoted.params, project_root=promoted.root)
     assert gate.champion_version == first and gate.decision.promote
-    other = promoted.versions["bad"]
+    other = bad_version
     registry.client().set_registered_model_alias(MODEL, "champion", other)  # someone else
     try:
         result = promote_version.fn(gate, SmokeResult(True, "same artifact", promoted.bento_tag))
@@ -312,9 +326,11 @@ RACER = textwrap.dedent(
 )
 
 
-def test_two_processes_racing_move_champion_once(promoted: Env, tmp_path: Path) -> None:
+def test_two_processes_racing_move_champion_once(
+    promoted: Env, bad_version: str, second_version: str, tmp_path: Path
+) -> None:
     start = registry.alias_version(MODEL, "champion")
-    targets = [promoted.versions["bad"], promoted.versions["second"]]
+    targets = [bad_version, second_version]
     assert start not in targets
     go = tmp_path / "go"
     script = tmp_path / "racer.py"
@@ -366,11 +382,13 @@ def test_guard_answers_slow_requests_with_408() -> None:
     assert resp.status_code == 408 and "error" in resp.json()
 
 
-def test_promotion_flow_refuses_then_promotes(promoted: Env, prefect_harness: None) -> None:
+def test_promotion_flow_refuses_then_promotes(
+    promoted: Env, bad_version: str, second_version: str, prefect_harness: None
+) -> None:
     from flows.promotion import promotion_flow
     from tuneline.errors import PromotionRefused
 
-    bad, good = promoted.versions["bad"], promoted.versions["second"]
+    bad, good = bad_version, second_version
     registry.client().set_registered_model_alias(MODEL, "champion", promoted.versions["first"])
     with pytest.raises(PromotionRefused) as refused:
         promotion_flow(bad, profile="smoke", project_root=str(promoted.root))
