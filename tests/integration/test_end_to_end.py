@@ -1,7 +1,8 @@
 """The whole pipeline on the smoke profile through the real Prefect flow, MLflow, DVC and a
 real Bento over HTTP: promotion, caching, params changes and data-triggered retraining.
 
-The tests share one project (module scope) and run in order, as a user would.
+The tests share one project (module scope) and run in order, as a user would; the cold run is
+a module fixture, so a test that builds on it also passes alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_workspace(tmp_path_factory.mktemp("e2e") / "project")
 
 
+@pytest.fixture(scope="module")
+def cold_run(project: Path, prefect_harness: None) -> Any:
+    """The first `training_flow` on the fresh project (what it returns: the run summary)."""
+    from flows.training import training_flow
+
+    return training_flow(project_root=str(project))
+
+
 def finetune_runs() -> list[Any]:
     client = MlflowClient(get_settings().tracking_uri)
     exp = client.get_experiment_by_name("tuneline")
@@ -39,10 +48,8 @@ def champion(project: Path) -> Any:
     return client.get_model_version_by_alias(load_params(project).gate.registered_model, "champion")
 
 
-def test_cold_run_promotes_a_champion(project: Path, prefect_harness: None) -> None:
-    from flows.training import training_flow
-
-    summary = training_flow(project_root=str(project))
+def test_cold_run_promotes_a_champion(project: Path, cold_run: Any) -> None:
+    summary = cold_run
     assert summary.extra["gate"].startswith("promoted"), summary.render()
     version = champion(project)
     assert version.tags["data_md5_test"] == summary.data_md5["test"]
@@ -51,7 +58,9 @@ def test_cold_run_promotes_a_champion(project: Path, prefect_harness: None) -> N
     assert run.data.metrics["test_accuracy"] > run.data.metrics["test_majority_baseline"]
 
 
-def test_second_run_is_served_from_cache(project: Path, prefect_harness: None) -> None:
+def test_second_run_is_served_from_cache(
+    project: Path, cold_run: Any, prefect_harness: None
+) -> None:
     from flows.training import training_flow
 
     before_runs, before_champion = len(finetune_runs()), champion(project).version
