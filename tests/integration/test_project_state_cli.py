@@ -35,7 +35,7 @@ def tuneline(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.Com
     env.pop("PREFECT_HOME", None)  # prefect_env derives it from the state directory
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-m", "tuneline", *args],
+        [sys.executable, "-m", "flows.cli", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -162,7 +162,7 @@ def test_killed_run_leaves_no_prefect_server(tmp_path: Path) -> None:
     env.pop("PREFECT_API_URL", None)
     with open(tmp_path / "run.log", "wb") as log:
         run = subprocess.Popen(
-            [sys.executable, "-m", "tuneline", "run", "--data-only", "--root", str(ws)],
+            [sys.executable, "-m", "flows.cli", "run", "--data-only", "--root", str(ws)],
             cwd=ws,
             env=env,
             stdout=log,
