@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -228,13 +229,47 @@ def _reap(family: list[Any], grace_s: float) -> None:
 
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_S = 20.0  # how long a foreground server may take to stop after a forwarded signal
 
 
-def run_foreground(cmd: list[str], env: dict[str, str], cwd: Path | str | None = None) -> int:
+def _wait_bounded(proc: subprocess.Popen[Any], received: list[int], grace_s: float) -> int:
+    """`proc.wait()`, but once a signal was forwarded (`received`), at most `grace_s` more:
+    then SIGKILL to its group and every descendant, which may be session leaders of their own."""
+    import psutil
+
+    signalled_at: float | None = None
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        if received and signalled_at is None:
+            signalled_at = time.monotonic()
+        if signalled_at is not None and time.monotonic() - signalled_at > grace_s:
+            try:
+                family = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                family = []
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for child in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            return proc.wait()
+
+
+def run_foreground(
+    cmd: list[str],
+    env: dict[str, str],
+    cwd: Path | str | None = None,
+    stop_grace_s: float = STOP_GRACE_S,
+) -> int:
     """Run a server in the foreground until it exits; it never outlives us.
 
-    SIGTERM, SIGINT and SIGHUP to us are passed to its group (a second one: SIGKILL); our
-    SIGKILL reaches it through PR_SET_PDEATHSIG; its group is stopped on the way out.
+    SIGTERM, SIGINT and SIGHUP to us are passed to its group (a second one: SIGKILL); a server
+    still running `stop_grace_s` after the first is killed with all its descendants (BentoML's
+    arbiter took over 60 s to stop its workers on a loaded 2-core machine); our SIGKILL reaches
+    it through PR_SET_PDEATHSIG; its group is stopped on the way out.
 
     Returns:
         Its exit status; 128 + N when signal N ended it (as a shell reports it).
@@ -251,7 +286,7 @@ def run_foreground(cmd: list[str], env: dict[str, str], cwd: Path | str | None =
     try:
         if threading.current_thread() is threading.main_thread():  # handlers live there only
             previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
-        rc = proc.wait()
+        rc = _wait_bounded(proc, received, stop_grace_s)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

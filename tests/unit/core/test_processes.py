@@ -128,3 +128,32 @@ def test_run_child_stops_a_child_that_runs_past_its_timeout() -> None:
         run_child([sys.executable, "-c", code], env=dict(os.environ), timeout=2)
     assert time.monotonic() - started < 30
     assert not wait_gone(cmdline_contains="sleep 302", timeout_s=10)
+
+
+# A server that ignores SIGTERM (as BentoML's arbiter seems to while its workers take their
+# time), with a worker in a session of its own; the runner gets SIGTERM and a 1 s grace.
+STUBBORN_RUNNER = textwrap.dedent(
+    """
+    import os, sys
+    from tuneline.processes import run_foreground
+    server = (
+        "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "subprocess.Popen(['sleep', '303'], start_new_session=True); time.sleep(300)"
+    )
+    sys.exit(run_foreground([sys.executable, "-c", server], env=dict(os.environ), stop_grace_s=1))
+    """
+)
+
+
+def test_run_foreground_kills_a_server_that_does_not_stop_within_its_grace() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", STUBBORN_RUNNER], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while not (family := [p for p, cmd in descendants(runner.pid).items() if "sleep 303" in cmd]):
+        assert runner.poll() is None and time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.05)
+    started = time.monotonic()
+    runner.send_signal(signal.SIGTERM)
+    rc = runner.wait(timeout=30)
+    assert time.monotonic() - started < 20, "the runner waited past its grace"
+    assert rc == 128 + signal.SIGKILL  # the server did not stop by itself: it was killed
+    assert not wait_gone(pids=family, timeout_s=10), "the worker outlived the runner"
