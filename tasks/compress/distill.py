@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from tuneline.config import Params
 
 
@@ -66,6 +68,55 @@ def _make_kd_trainer(teacher: Any, temperature: float, alpha: float) -> Any:
     return DistillTrainer
 
 
+def _val_accuracy(
+    model: Any, tokenizer: Any, val: tuple[list[str], list[int]], params: Params
+) -> float:
+    from tuneline.models import torch_logits
+
+    texts, labels = val
+    logits = torch_logits(model, tokenizer, texts, params.train.max_seq_len)
+    return float(np.mean(logits.argmax(axis=1) == np.asarray(labels)))
+
+
+def _make_early_stop(
+    student: Any, tokenizer: Any, val: tuple[list[str], list[int]], params: Params, target: float
+) -> Any:
+    from transformers import TrainerCallback
+
+    class EarlyStopOnTarget(TrainerCallback):
+        """Val accuracy every `distill_eval_steps` optimizer steps and at the end; keeps the best
+        state (earliest on ties) in memory and stops training once the target is reached."""
+
+        def __init__(self) -> None:
+            self.best_accuracy = -1.0
+            self.best_state: dict[str, Any] | None = None
+            self.last_step = -1
+            self.reached = False
+
+        def _evaluate(self, step: int) -> None:
+            accuracy = _val_accuracy(student, tokenizer, val, params)
+            student.train()  # torch_logits left it in eval mode; training goes on
+            self.last_step = step
+            if accuracy > self.best_accuracy:
+                self.best_accuracy = accuracy
+                self.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            self.reached = self.reached or accuracy >= target
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step % params.compress.distill_eval_steps == 0:
+                self._evaluate(state.global_step)
+                if self.reached:
+                    control.should_training_stop = True
+            return control
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if self.last_step != state.global_step:
+                self._evaluate(state.global_step)
+            return control
+
+    return EarlyStopOnTarget()
+
+
 def _train(
     trainer_cls: Any,
     model: Any,
@@ -75,7 +126,9 @@ def _train(
     params: Params,
     max_steps: int,
     epochs: float,
-) -> Any:
+    callbacks: Sequence[Any] = (),
+) -> int:
+    """Train `model` in place (left in eval mode) and return the optimizer steps run."""
     from transformers import DataCollatorWithPadding
 
     from tuneline.models import TextDataset  # the fine-tune's own dataset: one definition
@@ -87,44 +140,77 @@ def _train(
             args=_trainer_args(out, params, max_steps, epochs),
             train_dataset=data,
             data_collator=DataCollatorWithPadding(tokenizer),
+            callbacks=list(callbacks),
         )
         trainer.train()
     model.eval()
-    return model
+    return int(trainer.state.global_step)
 
 
 def distill(
     teacher: Any,
     student: Any,
     tokenizer: Any,
-    texts: Sequence[str],
-    labels: Sequence[int],
+    train: tuple[list[str], list[int]],
+    val: tuple[list[str], list[int]],
     params: Params,
-) -> Any:
-    """Train `student` against `teacher` with the KD loss on the training rows.
+) -> tuple[Any, dict[str, float | str]]:
+    """Train `student` against `teacher` with the KD loss until it holds the teacher's val
+    accuracy within compress.accuracy_budget, or its step budget runs out.
 
-    Uses compress.distill_temperature / distill_alpha, compress.distill_max_steps (-1 = run
-    compress.distill_epochs), and the train section's batch size and learning rate.
+    The student's val accuracy is measured every compress.distill_eval_steps optimizer steps and
+    at the end; training stops at the first measurement >= accuracy_budget x the teacher's. The
+    best measured state (earliest on ties) is loaded back, so the student returned is never worse
+    on val than an earlier measurement. The step budget is compress.distill_max_steps (-1 = run
+    compress.distill_epochs). The KD loss uses compress.distill_temperature / distill_alpha; the
+    train section gives batch size, learning rate and max_seq_len. The teacher is not changed.
+
+    Args:
+        teacher: the fine-tuned classifier (a transformers sequence classifier).
+        student: the model to train, e.g. `build_student(teacher, ...)`; trained in place.
+        tokenizer: the tokenizer both share.
+        train: training texts and label ids.
+        val: validation texts and label ids (used for the stop rule and the best state).
+        params: the settings.
+
+    Returns:
+        The student (eval mode, best measured state) and a report: ``steps`` (optimizer steps
+        run), ``val_accuracy`` (the returned student's), ``teacher_val_accuracy``,
+        ``target_val_accuracy`` (accuracy_budget x the teacher's) and ``stopped`` ("target" when
+        the target was reached, "max_steps" when the step budget ran out first).
     """
     from transformers import Trainer
 
     cp = params.compress
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher_was_training = teacher.training
+    teacher_accuracy = _val_accuracy(teacher, tokenizer, val, params)  # leaves it in eval mode
+    target = cp.accuracy_budget * teacher_accuracy
     trainer_cls = _make_kd_trainer(teacher, cp.distill_temperature, cp.distill_alpha)
     assert issubclass(trainer_cls, Trainer)
+    early_stop = _make_early_stop(student, tokenizer, val, params, target)
     student.train()
-    return _train(
+    steps = _train(
         trainer_cls,
         student,
         tokenizer,
-        texts,
-        labels,
+        *train,
         params,
         cp.distill_max_steps,
         cp.distill_epochs,
+        callbacks=[early_stop],
     )
+    teacher.train(teacher_was_training)
+    if early_stop.best_state is not None:
+        student.load_state_dict(early_stop.best_state)
+    student.eval()
+    report: dict[str, float | str] = {
+        "steps": steps,
+        "val_accuracy": early_stop.best_accuracy,
+        "teacher_val_accuracy": teacher_accuracy,
+        "target_val_accuracy": target,
+        "stopped": "target" if early_stop.reached else "max_steps",
+    }
+    return student, report
 
 
 def finetune_steps(
@@ -139,4 +225,5 @@ def finetune_steps(
     from transformers import Trainer
 
     model.train()
-    return _train(Trainer, model, tokenizer, texts, labels, params, steps, 1.0)
+    _train(Trainer, model, tokenizer, texts, labels, params, steps, 1.0)
+    return model
