@@ -1,18 +1,26 @@
-"""The one ONNX Runtime wrapper: an ONNX variant directory in, logits, labels and probabilities out.
+"""The one model wrapper: an ONNX variant directory in, logits, labels and probabilities out.
 
 The served Bento, the promotion gate, the Bento smoke test, compression (parity and scoring),
 registration and the benchmarks all load a variant through `OnnxTextClassifier`, so what is
-measured and checked is what is served. It depends on onnxruntime, tokenizers, numpy and scipy
-only (no tuneline import) so it can be bundled into a Bento; serving/timing.py times it.
+measured and checked is what is served. It depends on onnxruntime or openvino, tokenizers,
+numpy and scipy only (no tuneline import) so it can be bundled into a Bento; serving/timing.py
+times it.
+
+Two runtimes read the same model.onnx: ONNX Runtime (CPU, or CUDA with `use_gpu`) and
+OpenVINO (CPU; its `precision` is the inference precision hint: "bf16" runs the FP32 graph in
+BF16 on CPUs with AVX-512 BF16 or AMX, and an INT8 QDQ graph in INT8 kernels with BF16 between
+them). Which one serves a variant is recorded in its variant.json ("runtime", "precision").
 
 Variant directory: model.onnx, tokenizer.json (or files AutoTokenizer reads), labels.json
-({"labels": [...]}, index = class id), and optionally variant.json (may carry "max_seq_len").
+({"labels": [...]}, index = class id), and optionally variant.json (may carry "max_seq_len",
+"runtime": "onnxruntime" | "openvino" and "precision", e.g. "fp32", "bf16", "int8_static").
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,8 @@ INPUT_NAMES = ("input_ids", "attention_mask")  # what every exported graph takes
 OUTPUT_NAME = "logits"
 # BERT-style position embeddings stop at 512; a larger `model_max_length` is a placeholder.
 _MAX_POSITIONS = 512
+ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
+RUNTIMES = (ONNXRUNTIME, OPENVINO)
 
 
 @dataclass(frozen=True)
@@ -38,12 +48,18 @@ class Prediction:
     probabilities: dict[str, float]
 
 
-def _max_length(model_dir: Path) -> int:
+def _variant_info(model_dir: Path) -> dict[str, Any]:
     variant = model_dir / VARIANT_FILE
-    if variant.exists():
-        value = json.loads(variant.read_text(encoding="utf-8")).get("max_seq_len")
-        if isinstance(value, int) and value > 0:
-            return min(value, _MAX_POSITIONS)
+    if not variant.exists():
+        return {}
+    info = json.loads(variant.read_text(encoding="utf-8"))
+    return info if isinstance(info, dict) else {}
+
+
+def _max_length(model_dir: Path) -> int:
+    value = _variant_info(model_dir).get("max_seq_len")
+    if isinstance(value, int) and value > 0:
+        return min(value, _MAX_POSITIONS)
     config = model_dir / "tokenizer_config.json"
     if config.exists():
         value = json.loads(config.read_text(encoding="utf-8")).get("model_max_length")
@@ -61,6 +77,81 @@ def cuda_available() -> bool:
     import onnxruntime as ort
 
     return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def openvino_bf16() -> bool:
+    """Whether OpenVINO can compute in BF16 on this CPU (AVX-512 BF16 or AMX).
+
+    Returns:
+        True when openvino is installed and lists BF16 among the CPU's capabilities.
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "bf16" in precision_hints(ov.Core())
+
+
+def runtime_available(runtime: str) -> bool:
+    """Whether `runtime` can be loaded here.
+
+    Args:
+        runtime: "onnxruntime" or "openvino".
+
+    Returns:
+        True when its Python package imports.
+    """
+    import importlib.util
+
+    return runtime in RUNTIMES and importlib.util.find_spec(runtime) is not None
+
+
+def make_openvino(
+    onnx_path: Path | str, num_threads: int, precision: str
+) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """Compile `onnx_path` for OpenVINO's CPU plugin; returns feeds -> logits.
+
+    Args:
+        onnx_path: the model file (OpenVINO reads ONNX, com.microsoft fused ops included).
+        num_threads: inference threads (0 = let OpenVINO decide), one stream, latency hint.
+        precision: "bf16" sets the BF16 inference precision hint; anything else runs f32
+            between the graph's own (e.g. INT8 QDQ) operations.
+
+    Returns:
+        A function safe to call from several threads (one infer request per thread).
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "NUM_STREAMS": 1,
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+    }
+    if precision == "bf16" and "bf16" not in precision_hints(core):
+        raise RuntimeError("OpenVINO cannot compute in BF16 on this CPU (no AVX-512 BF16/AMX)")
+    if num_threads > 0:
+        config["INFERENCE_NUM_THREADS"] = num_threads
+    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
+    names = {port.get_any_name() for port in compiled.inputs}
+    output = compiled.output(OUTPUT_NAME)
+    local = threading.local()
+
+    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        # infer() copies its outputs (share_outputs=False): the next call cannot overwrite them
+        result: np.ndarray = request.infer({k: v for k, v in feeds.items() if k in names})[output]
+        return result
+
+    return run
+
+
+def precision_hints(core: Any) -> set[str]:
+    """The inference precisions OpenVINO's CPU plugin offers here ("f32", "bf16", ...)."""
+    caps = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {"f32"} | ({"bf16"} if "BF16" in caps else set())
 
 
 def make_session(onnx_path: Path | str, num_threads: int, *, use_gpu: bool = False) -> Any:
@@ -97,6 +188,8 @@ class OnnxTextClassifier:
         *,
         max_length: int | None = None,
         use_gpu: bool = False,
+        runtime: str | None = None,
+        precision: str | None = None,
     ) -> None:
         """Load the session and tokenizer.
 
@@ -106,10 +199,16 @@ class OnnxTextClassifier:
                 on shared CPUs.
             max_length: truncation length; default variant.json `max_seq_len`, else the
                 tokenizer's model_max_length, capped at 512.
-            use_gpu: run on CUDA (the FP16 variant).
+            use_gpu: run on CUDA (the FP16 variant; ONNX Runtime only).
+            runtime: "onnxruntime" or "openvino"; default variant.json "runtime", else
+                onnxruntime.
+            precision: OpenVINO's inference precision ("bf16", else f32); default
+                variant.json "precision".
 
         Raises:
             FileNotFoundError: model.onnx or labels.json is missing.
+            ValueError: an unknown runtime, or the GPU asked of OpenVINO.
+            RuntimeError: BF16 asked of OpenVINO on a CPU without BF16 compute.
         """
         self.model_dir = Path(model_dir)
         onnx_path = self.model_dir / MODEL_FILE
@@ -121,8 +220,20 @@ class OnnxTextClassifier:
             str(x) for x in json.loads(labels_path.read_text(encoding="utf-8"))["labels"]
         ]
         self.max_length = int(max_length or _max_length(self.model_dir))
-        self.session = make_session(onnx_path, num_threads, use_gpu=use_gpu)
-        self._input_names = {i.name for i in self.session.get_inputs()}
+        info = _variant_info(self.model_dir)
+        self.runtime = str(runtime or info.get("runtime") or ONNXRUNTIME)
+        self.precision = str(precision or info.get("precision") or "fp32")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime '{self.runtime}' (known: {', '.join(RUNTIMES)})")
+        if self.runtime == OPENVINO:
+            if use_gpu:
+                raise ValueError("the GPU path runs on ONNX Runtime's CUDA provider, not OpenVINO")
+            self._run = make_openvino(onnx_path, num_threads, self.precision)
+            self._input_names = set(INPUT_NAMES)
+        else:
+            session = make_session(onnx_path, num_threads, use_gpu=use_gpu)
+            self._input_names = {i.name for i in session.get_inputs()}
+            self._run = lambda feeds: session.run([OUTPUT_NAME], feeds)[0]
         self._pad_id = 0
         self._tokenizer, self._fast = self._load_tokenizer()
 
@@ -194,7 +305,7 @@ class OnnxTextClassifier:
         Returns:
             Logits [batch, num_labels] as float32 (an FP16 graph keeps float32 outputs too).
         """
-        out: np.ndarray = self.session.run([OUTPUT_NAME], feeds)[0]
+        out: np.ndarray = self._run(feeds)
         return out.astype(np.float32, copy=False)
 
     def logits(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:

@@ -110,21 +110,23 @@ class CompressParams(_Frozen):
     parity_min_agreement: float
     quant_parity_max_abs_logit: float
     quant_parity_min_agreement: float
-    fp32: bool
-    dynamic_int8: bool
-    static_int8: bool
+    # the search space: structure x precision x runtime (tasks/compress/specs.py)
+    structures: tuple[Literal["parent", "distilled", "pruned", "sparse"], ...] = Field(min_length=1)
+    precisions: tuple[Literal["fp32", "bf16", "int8_dynamic", "int8_static", "fp16"], ...] = Field(
+        min_length=1
+    )
+    runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = Field(min_length=1)
+    search_keep: int = Field(ge=1)
+    objective: Literal["throughput", "latency"]
     calibration_rows: int
-    prune_unstructured: bool
-    prune_structured: bool
     sparsity: float = Field(ge=0, lt=1)
     prune_finetune_steps: int
-    distill: bool
     distill_layers: int
     distill_temperature: float
     distill_alpha: float
     distill_epochs: float = Field(gt=0)
     distill_max_steps: int
-    fp16: bool
+    distill_eval_steps: int = Field(ge=1)
     accuracy_budget: float
     max_recall_drop: float
     num_threads: int

@@ -49,3 +49,11 @@ class PromotionRefused(TunelineError):
 
 class UnsafeArtifactError(TunelineError):
     """A model file or config would execute code (pickle, remote code) and was refused."""
+
+
+class CompressionError(ParityError):
+    """No compressed candidate passed parity and the budget; `reasons` lists each one's."""
+
+    def __init__(self, summary: str, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(f"{summary}:\n  - " + "\n  - ".join(reasons))

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from tuneline.config import Params
 
+BASELINE = "parent_fp32_ort"  # the speed-up reference among the compression candidates
+
 
 class Tuned(Protocol):
     """What the summary reads of a fine-tune result (tasks.finetune.task.FinetuneResult)."""
@@ -133,11 +135,18 @@ def describe_release(
     Returns:
         Summary lines by title, in screen order.
     """
-    fp32 = next((v for v in compressed.variants if v.name == "fp32"), compressed.chosen)
+    # the parent's own FP32 graph in ONNX Runtime: what a plain export would serve
+    fp32 = next((v for v in compressed.variants if v.name == BASELINE), compressed.chosen)
     chosen = compressed.chosen
     base_p95 = fp32.metrics.get("latency_p95_ms")
     chosen_p95 = chosen.metrics.get("latency_p95_ms")
-    speedup = f"{base_p95 / chosen_p95:.2f}x vs ONNX FP32" if base_p95 and chosen_p95 else "n/a"
+    base_rate, rate = fp32.metrics.get("throughput"), chosen.metrics.get("throughput")
+    speedup = (
+        f"{base_p95 / chosen_p95:.2f}x lower p95 and {rate / base_rate:.2f}x the rows/s "
+        f"of {BASELINE}"
+        if base_p95 and chosen_p95 and base_rate and rate
+        else "n/a"
+    )
     m = tuned.metrics
     serve = params.serve
     gate = f"{released.outcome}: " + " | ".join(released.reasons)
@@ -153,13 +162,14 @@ def describe_release(
         ),
         "chosen variant": (
             f"{chosen.name} ({chosen.method}), accuracy {chosen.metrics.get('accuracy', 0):.4f}, "
-            f"p95 {chosen_p95 or float('nan'):.2f} ms at batch 1, {speedup}"
+            f"p95 {chosen_p95 or float('nan'):.2f} ms at batch 1, "
+            f"{rate or float('nan'):.1f} rows/s at the serving batch; {speedup}"
         ),
-        "rejected variants": "; ".join(f"{k}: {v}" for k, v in compressed.rejected.items())
+        "other candidates": "; ".join(f"{k}: {v}" for k, v in compressed.rejected.items())
         or "none",
         "gate": gate,
         "champion": champion,
-        "pareto table (ONNX variants, same test split)": "\n" + compressed.pareto_md.strip(),
+        "pareto table (candidates, same test split)": "\n" + compressed.pareto_md.strip(),
         "MLflow UI": (
             f"tuneline up  (or: mlflow ui --backend-store-uri {tracking_uri()} "
             "--host 127.0.0.1 --port 5000)"

@@ -1,75 +1,116 @@
-"""Making every enabled variant directory and measuring its parity (the build stage of
-tasks/compress/task.py).
+"""The search (the build stage of tasks/compress/task.py): build, check and score candidates.
 
-FP32 is exported from the fine-tuned model first; then each enabled row of the variant table
-(tasks/compress/specs.py) is built in table order: INT8/FP16 transform the FP32 file and are
-compared with the FP32 PyTorch logits under the quant_* thresholds; pruned and distilled
-variants are exported from their own PyTorch model and compared with it under the FP32
-thresholds. A breach is recorded on the variant, not raised here, so every variant is still
-scored and logged before the task fails.
+Each enabled structure (tasks/compress/specs.py) is made in PyTorch and exported once to a
+fused FP32 ONNX file; each (precision, runtime) pair transforms that file and runs it. Every
+candidate is scored through the runtime that would serve it: rows/s at the serving batch size
+on the test texts as they are (their real lengths), whose logits also give its accuracy and
+its parity with its structure's PyTorch model, then p95 latency at batch 1.
+
+The parent is searched first over every pair; a smaller structure only gets the parent's
+`compress.search_keep` fastest pairs inside the accuracy budget (the others are dominated on
+this CPU: a structure change scales every runtime alike). A candidate that breaks is dropped
+with its reason and the search goes on: an export or transform error, a parity breach, a
+collapsed class (a recall under gate.min_class_recall).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from serving.predictor import VARIANT_FILE, cuda_available
-from tasks.compress.export import check_parity, export_fp32, measure_parity, write_variant_dir
+from serving.predictor import (
+    MODEL_FILE,
+    VARIANT_FILE,
+    OnnxTextClassifier,
+    cuda_available,
+    openvino_bf16,
+    runtime_available,
+)
+from serving.timing import latency_ms, throughput
+from tasks.compress.export import (
+    check_parity,
+    export_fp32,
+    fusion_counts,
+    missing_fusions,
+    parity_stats,
+    write_variant_dir,
+)
+from tasks.compress.select import objective_key, ranked
 from tasks.compress.specs import (
-    BASELINE,
-    BASELINE_METHOD,
+    PARENT,
     BuildContext,
+    Pair,
     Settings,
-    VariantSpec,
-    enabled_variants,
+    Structure,
+    candidate_name,
+    enabled_pairs,
+    enabled_structures,
     parity_thresholds,
 )
 from tuneline.config import Params
 from tuneline.errors import ParityError
 from tuneline.io import write_json
+from tuneline.metrics import classification_metrics
 from tuneline.models import load_classifier, torch_logits
 
 
 @dataclass(frozen=True)
-class BuiltVariant:
-    """One exported variant directory with its parity and, if it breached, why."""
+class Candidate:
+    """One built and scored candidate directory.
+
+    Attributes:
+        name: "<structure>_<precision>_<ort|ov>".
+        structure, precision, runtime: its three coordinates.
+        method: how its structure was made, "+" the precision.
+        dir: its variant directory (removed when it was dropped).
+        settings: the structure's and the transform's settings.
+        parity: `parity_stats` against its structure's PyTorch model.
+        scores: accuracy, per-class recall, speed, size.
+        fusions: fused-operator counts of its graph; lost: expected ones it lacks.
+        dropped: why it may not be served (parity breach, collapsed class), or None.
+    """
 
     name: str
+    structure: str
+    precision: str
+    runtime: str
     method: str
     dir: Path
     settings: Settings
     parity: dict[str, float]
+    scores: dict[str, float]
+    fusions: dict[str, int]
+    lost: list[str]
     use_gpu: bool = False
-    breach: str | None = None  # the ParityError message
+    dropped: str | None = None
 
 
-def _checked(
-    ctx: BuildContext,
-    name: str,
-    method: str,
-    settings: Settings,
-    parity: dict[str, float],
-    *,
-    quant: bool,
-    gpu: bool = False,
-) -> BuiltVariant:
-    breach = None
-    try:
-        check_parity(name, parity, **parity_thresholds(ctx.params.compress, quant))
-    except ParityError as exc:
-        breach = str(exc)
-    return BuiltVariant(name, method, ctx.output_dir / name, settings, parity, gpu, breach)
+@dataclass
+class Search:
+    """Everything the search found.
 
+    Attributes:
+        reference: the parent's own PyTorch metrics on the test split (the budget's base).
+        candidates: every candidate built and scored, dropped ones included, in build order.
+        failed: candidates (or whole structures) that could not be built, with why.
+        skipped: candidates not built: unavailable here, or dominated on the parent.
+    """
 
-def _meta(ctx: BuildContext, name: str, method: str, settings: Settings) -> dict[str, Any]:
-    return {"name": name, "method": method, "settings": settings, "source": str(ctx.model_dir)}
+    reference: dict[str, float]
+    candidates: list[Candidate] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.dropped is None]
 
 
 def load_split(prepared_dir: Path, name: str) -> tuple[list[str], list[int]]:
@@ -86,29 +127,33 @@ def load_split(prepared_dir: Path, name: str) -> tuple[list[str], list[int]]:
     return df["text"].astype(str).tolist(), [int(v) for v in df["label"]]
 
 
-def build_variants(
-    model_dir: Path,
-    prepared_dir: Path,
-    params: Params,
-    output_dir: Path,
-    labels: list[str],
-    test_texts: list[str],
-) -> tuple[list[BuiltVariant], dict[str, str]]:
-    """Export the FP32 baseline and every enabled variant, each with its parity measured.
+def machine_offers() -> set[str]:
+    """What this machine can run: the runtimes that import, "bf16", "cuda"."""
+    have = {r for r in ("onnxruntime", "openvino") if runtime_available(r)}
+    if "openvino" in have and openvino_bf16():
+        have.add("bf16")
+    if cuda_available():
+        have.add("cuda")
+    return have
 
-    PyTorch runs on compress.num_threads threads meanwhile (trained and timed like ORT); the
-    previous count is restored and the scratch directory removed afterwards.
+
+def search_candidates(
+    model_dir: Path, prepared_dir: Path, params: Params, output_dir: Path, labels: list[str]
+) -> Search:
+    """Build, check and score every candidate the params enable and this machine can run.
+
+    PyTorch runs on compress.num_threads threads meanwhile (trained and timed like the
+    runtimes); the previous count is restored and the scratch directory removed afterwards.
 
     Args:
         model_dir: fine-tuned HF classifier directory.
-        prepared_dir: data/prepared (the training split feeds calibration, KD and recovery).
+        prepared_dir: data/prepared (train: calibration, KD, recovery; val: KD's stop; test).
         params: settings.
-        output_dir: one variant directory per variant is written under it.
+        output_dir: one directory per candidate is written under it.
         labels: class names.
-        test_texts: the parity rows.
 
     Returns:
-        (built variants, baseline first; {skipped name: reason}).
+        The Search.
     """
     import torch
 
@@ -124,112 +169,240 @@ def build_variants(
             params=params,
             labels=labels,
             train=load_split(prepared_dir, "train"),
-            test_texts=test_texts,
-            teacher_ref=torch_logits(teacher, tokenizer, test_texts, params.train.max_seq_len),
+            val=load_split(prepared_dir, "val"),
+            test=load_split(prepared_dir, "test"),
             output_dir=output_dir,
             work=work,
         )
-        built = [build_baseline(ctx)]
-        skipped: dict[str, str] = {}
-        for spec in enabled_variants(params.compress):
-            if spec.needs_cuda and not cuda_available():
-                skipped[spec.name] = (
-                    "skipped: CUDAExecutionProvider is not available "
-                    f"({spec.name.upper()} is GPU-only)"
-                )
-                continue
-            built.append(build_variant(spec, ctx))
-        return built, skipped
+        pairs, unavailable = enabled_pairs(params.compress, machine_offers())
+        teacher_logits = _reference_logits(ctx, teacher)
+        search = Search(reference=_metrics(ctx, teacher_logits))
+        for structure in enabled_structures(params.compress):
+            todo = pairs if structure.name == PARENT else _kept(ctx, search, pairs, structure)
+            for key, why in unavailable.items():
+                search.skipped[f"{structure.name}_{key}"] = why
+            known = teacher_logits if structure.name == PARENT else None
+            _search_structure(ctx, structure, todo, search, known)
+        return search
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def build_baseline(ctx: BuildContext) -> BuiltVariant:
-    """Export + optimize the fine-tuned model itself; parity against its PyTorch logits.
+def _reference_logits(ctx: BuildContext, model: Any) -> np.ndarray:
+    return torch_logits(model, ctx.tokenizer, ctx.test[0], ctx.params.train.max_seq_len)
 
-    Args:
-        ctx: the build context.
 
-    Returns:
-        The FP32 variant (its settings: the opset and the fused-operator counts).
-    """
+def _metrics(ctx: BuildContext, logits: np.ndarray) -> dict[str, float]:
+    quality = classification_metrics(ctx.test[1], logits.argmax(-1).tolist(), ctx.labels)
+    quality.pop("confusion")
+    return {k: float(v) for k, v in quality.items()}
+
+
+def _kept(ctx: BuildContext, search: Search, pairs: list[Pair], structure: Structure) -> list[Pair]:
+    """The parent's `search_keep` fastest pairs inside the budget; the rest are skipped."""
     cp = ctx.params.compress
-    # variant.json keeps empty settings; the MLflow params get the opset and the fusions
-    fusions = _export(ctx, ctx.teacher, BASELINE, BASELINE_METHOD, {})
-    settings = {"opset": cp.opset, "fusions": json.dumps(fusions)}
-    parity = measure_parity(
-        ctx.output_dir / BASELINE, ctx.teacher_ref, ctx.test_texts, cp.num_threads
-    )
-    return _checked(ctx, BASELINE, BASELINE_METHOD, settings, parity, quant=False)
+    parents = {c.name: c for c in search.passed if c.structure == PARENT}
+    order = ranked({n: c.scores for n, c in parents.items()}, search.reference, cp)
+    if not order:  # nothing to learn from the parent: try every pair
+        return pairs
+    keep_names = order[: cp.search_keep]
+    key = objective_key(cp.objective)
+    best = parents[keep_names[-1]].scores[key]
+    kept = []
+    for pair in pairs:
+        parent_name = candidate_name(PARENT, pair)
+        if parent_name in keep_names:
+            kept.append(pair)
+        elif parent_name not in parents:
+            search.skipped[candidate_name(structure.name, pair)] = (
+                f"skipped: {parent_name} did not pass, so this pair is not tried on smaller "
+                "structures"
+            )
+        else:
+            search.skipped[candidate_name(structure.name, pair)] = (
+                f"dominated: as {parent_name} it measured {key} "
+                f"{parents[parent_name].scores[key]:.1f}, outside the parent's "
+                f"{cp.search_keep} best inside the budget (the last kept: {best:.1f})"
+            )
+    return kept
 
 
-def build_variant(spec: VariantSpec, ctx: BuildContext) -> BuiltVariant:
-    """Build one table row into its variant directory and measure its parity.
+def _search_structure(
+    ctx: BuildContext,
+    structure: Structure,
+    pairs: list[Pair],
+    search: Search,
+    known_logits: np.ndarray | None,
+) -> None:
+    if not pairs:
+        return
+    try:
+        model, settings, source = _make(ctx, structure)
+        fp32_dir = ctx.work / structure.name
+        export_fp32(
+            model,
+            ctx.tokenizer,
+            ctx.labels,
+            fp32_dir,
+            opset=ctx.params.compress.opset,
+            max_seq_len=ctx.params.train.max_seq_len,
+            work_dir=ctx.work,
+            meta={"source": str(source)},
+        )
+        reference = _reference_logits(ctx, model) if known_logits is None else known_logits
+    except Exception as exc:  # a broken structure drops its candidates, not the run
+        for pair in pairs:
+            search.failed[candidate_name(structure.name, pair)] = f"build failed: {_why(exc)}"
+        return
+    files: dict[str, tuple[Path, Settings]] = {"fp32": (fp32_dir / MODEL_FILE, {})}
+    for pair in pairs:
+        name = candidate_name(structure.name, pair)
+        try:
+            onnx_file, extra = _transformed(ctx, pair, structure.name, files)
+            target = _write(ctx, structure, pair, onnx_file, {**settings, **extra}, fp32_dir)
+            search.candidates.append(
+                _score(ctx, structure, pair, target, {**settings, **extra}, reference)
+            )
+        except Exception as exc:  # an export or runtime error drops this candidate only
+            search.failed[name] = f"build failed: {_why(exc)}"
+            shutil.rmtree(ctx.output_dir / name, ignore_errors=True)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc) else ''}"
+
+
+def _make(ctx: BuildContext, structure: Structure) -> tuple[Any, Settings, Path]:
+    """The structure's PyTorch model, its settings and its saved source directory."""
+    if structure.build is None:
+        return ctx.teacher, {}, ctx.model_dir
+    model, settings = structure.build(ctx)
+    source = ctx.output_dir / "sources" / structure.name
+    # kept (safetensors) for lineage and the benchmark: its parity reference is this model
+    model.save_pretrained(str(source), safe_serialization=True)
+    ctx.tokenizer.save_pretrained(str(source))
+    write_json(source / "labels.json", {"labels": list(ctx.labels)})
+    return model, settings, source
+
+
+def _transformed(
+    ctx: BuildContext, pair: Pair, structure: str, files: dict[str, tuple[Path, Settings]]
+) -> tuple[Path, Settings]:
+    """The pair's ONNX file for this structure, made once and shared by pairs that use it."""
+    key = pair.transform_key()
+    if key not in files:
+        assert pair.transform is not None  # "fp32" is always in `files`
+        out = ctx.work / f"{structure}.{key}.onnx"
+        files[key] = (out, pair.transform(ctx, files["fp32"][0], out))
+    return files[key]
+
+
+def _write(
+    ctx: BuildContext,
+    structure: Structure,
+    pair: Pair,
+    onnx_file: Path,
+    settings: Settings,
+    fp32_dir: Path,
+) -> Path:
+    name = candidate_name(structure.name, pair)
+    layers = int(json.loads((fp32_dir / VARIANT_FILE).read_text("utf-8"))["architecture"]["layers"])
+    fusions = fusion_counts(onnx_file)
+    info = {
+        **json.loads((fp32_dir / VARIANT_FILE).read_text("utf-8")),
+        "name": name,
+        "method": f"{structure.method}+{pair.precision}",
+        "structure": structure.name,
+        "precision": pair.precision,
+        "runtime": pair.runtime,
+        "settings": settings,
+        "fusions": fusions,
+        "lost_fusions": missing_fusions(fusions, layers),
+    }
+    target = ctx.output_dir / name
+    write_variant_dir(target, onnx_file, ctx.tokenizer, ctx.labels, info)
+    return target
+
+
+def score_variant(
+    variant_dir: Path,
+    test: tuple[Sequence[str], Sequence[int]],
+    labels: Sequence[str],
+    params: Params,
+    *,
+    use_gpu: bool = False,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Score one variant directory through its runtime with compress.num_threads threads.
 
     Args:
-        spec: the row.
-        ctx: the build context (the baseline is already written).
+        variant_dir: the variant.
+        test: the test split (texts, class ids), run in file order: their real lengths.
+        labels: class names.
+        params: settings (compress.num_threads, compress.bench_rows, serve.max_batch_size).
+        use_gpu: run on CUDA.
 
     Returns:
-        The built variant, with `breach` set when it fails its parity thresholds.
+        (scores, logits): accuracy, macro-F1, per-class precision/recall/F1, "throughput"
+        (rows/s at the serving batch size, model time only), p50/p95/p99 latency at batch 1
+        over the first compress.bench_rows texts, the file size in MB; and the logits of the
+        throughput run (what parity is measured on).
     """
-    if spec.from_fp32 is not None:
-        return _from_fp32(spec, spec.from_fp32, ctx)
-    assert spec.from_torch is not None  # VariantSpec checks that one of the two is set
-    return _from_torch(spec, spec.from_torch, ctx)
+    cp = params.compress
+    texts, y = test
+    clf = OnnxTextClassifier(variant_dir, num_threads=cp.num_threads, use_gpu=use_gpu)
+    rows_per_s, logits = throughput(clf, texts, batch_size=params.serve.max_batch_size)
+    quality = classification_metrics(y, logits.argmax(-1).tolist(), labels)
+    quality.pop("confusion")
+    singles = [clf.encode([text]) for text in texts[: cp.bench_rows]]
+    scores = {
+        **{k: float(v) for k, v in quality.items()},
+        **latency_ms(clf.run, singles),
+        "throughput": rows_per_s,
+        "size_mb": (variant_dir / MODEL_FILE).stat().st_size / 2**20,
+    }
+    return scores, logits
 
 
-def _from_fp32(
-    spec: VariantSpec, make: Callable[[BuildContext, Path], Settings], ctx: BuildContext
-) -> BuiltVariant:
-    out_file = ctx.work / f"{spec.name}.onnx"
-    settings = make(ctx, out_file)
-    # opset, max_seq_len, architecture and fusions are the FP32 graph's: keep them
-    fp32_info = json.loads((ctx.output_dir / BASELINE / VARIANT_FILE).read_text("utf-8"))
-    info = {**fp32_info, **_meta(ctx, spec.name, spec.method, settings)}
-    target = ctx.output_dir / spec.name
-    write_variant_dir(target, out_file, ctx.tokenizer, ctx.labels, info)
-    gpu = spec.needs_cuda
-    parity = measure_parity(
-        target, ctx.teacher_ref, ctx.test_texts, ctx.params.compress.num_threads, use_gpu=gpu
+def _score(
+    ctx: BuildContext,
+    structure: Structure,
+    pair: Pair,
+    target: Path,
+    settings: Settings,
+    reference: np.ndarray,
+) -> Candidate:
+    info = json.loads((target / VARIANT_FILE).read_text("utf-8"))
+    scores, logits = score_variant(target, ctx.test, ctx.labels, ctx.params, use_gpu=pair.use_gpu)
+    parity = parity_stats(reference, logits)
+    dropped = None
+    try:
+        check_parity(info["name"], parity, **parity_thresholds(ctx.params.compress, pair.reduced))
+    except ParityError as exc:
+        dropped = f"parity: {exc}"
+    floor = ctx.params.gate.min_class_recall
+    collapsed = [
+        f"{k} {v:.3f}" for k, v in sorted(scores.items()) if k.startswith("recall_") and v < floor
+    ]
+    if dropped is None and collapsed:
+        dropped = f"collapsed: {', '.join(collapsed)} < gate.min_class_recall {floor:g}"
+    if dropped is not None:
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        verdict = {**parity, "passed": True}  # judged here, under the pair's thresholds
+        write_json(target / VARIANT_FILE, {**info, "metrics": scores, "parity": verdict})
+    return Candidate(
+        name=info["name"],
+        structure=structure.name,
+        precision=pair.precision,
+        runtime=pair.runtime,
+        method=info["method"],
+        dir=target,
+        settings=settings,
+        parity=parity,
+        scores=scores,
+        fusions=info["fusions"],
+        lost=info["lost_fusions"],
+        use_gpu=pair.use_gpu,
+        dropped=dropped,
     )
-    return _checked(ctx, spec.name, spec.method, settings, parity, quant=spec.quant, gpu=gpu)
-
-
-def _from_torch(
-    spec: VariantSpec, make: Callable[[BuildContext], tuple[Any, Settings]], ctx: BuildContext
-) -> BuiltVariant:
-    model, settings = make(ctx)
-    _save_source(model, ctx.tokenizer, ctx.labels, ctx.output_dir / "sources" / spec.name)
-    _export(ctx, model, spec.name, spec.method, settings)
-    # its own PyTorch model is the reference: compression changed what it computes
-    ref = torch_logits(model, ctx.tokenizer, ctx.test_texts, ctx.params.train.max_seq_len)
-    parity = measure_parity(
-        ctx.output_dir / spec.name, ref, ctx.test_texts, ctx.params.compress.num_threads
-    )
-    return _checked(ctx, spec.name, spec.method, settings, parity, quant=spec.quant)
-
-
-def _export(
-    ctx: BuildContext, model: Any, name: str, method: str, settings: Settings
-) -> dict[str, int]:
-    """Export + check + optimize a PyTorch model into its variant directory; its fusions."""
-    return export_fp32(
-        model,
-        ctx.tokenizer,
-        ctx.labels,
-        ctx.output_dir / name,
-        opset=ctx.params.compress.opset,
-        max_seq_len=ctx.params.train.max_seq_len,
-        work_dir=ctx.work,
-        meta=_meta(ctx, name, method, settings),
-    )
-
-
-def _save_source(model: Any, tokenizer: Any, labels: Sequence[str], target: Path) -> None:
-    # The PyTorch source of a pruned/distilled variant is kept (safetensors) for lineage and the
-    # benchmark: its parity reference is this model, not the teacher.
-    model.save_pretrained(str(target), safe_serialization=True)
-    tokenizer.save_pretrained(str(target))
-    write_json(target / "labels.json", {"labels": list(labels)})

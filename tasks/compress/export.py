@@ -3,9 +3,14 @@
 Exporter choice (torch 2.13, transformers 5): the dynamo exporter (`dynamo=True`, the torch
 default) with `dynamic_shapes` for batch and sequence. The legacy TorchScript exporter
 (`dynamo=False`) still runs on BERT but its graph disagrees with PyTorch by ~1e-2 in the logits
-(the parity check below catches it), so it is not used. ORT's BERT optimizer fuses LayerNorm,
-SkipLayerNorm and BiasGelu on the dynamo graph; it does not fuse attention because transformers 5
-builds its mask with ops the Attention fusion pattern does not match.
+(the parity check below catches it), so it is not used.
+
+Graph fusions: onnxscript's `optimize_for_ort` rewrites the dynamo graph into ONNX Runtime's
+fused contrib operators (com.microsoft Attention, SkipLayerNormalization, BiasGelu), which
+OpenVINO's ONNX reader also maps onto its own fused kernels. ORT's BERT optimizer (used before)
+never fused attention here: transformers 5 builds its mask with ops its pattern does not match.
+`expected_fusions` is what a BERT encoder of N layers must come out with; a graph that lost one
+is flagged (tasks/compress/build.py).
 """
 
 from __future__ import annotations
@@ -89,26 +94,55 @@ def export_raw(model: Any, tokenizer: Any, path: Path, opset: int) -> None:
     program.save(str(path), external_data=False)
 
 
-def optimize(raw_path: Path, out_path: Path, config: Any) -> dict[str, int]:
-    """Check the raw graph, apply ORT's BERT fusions, check again, save self-contained.
+FUSED_OPS = ("Attention", "SkipLayerNormalization", "BiasGelu")  # what a fused encoder runs on
+
+
+def expected_fusions(layers: int) -> dict[str, int]:
+    """The fused operators an N-layer BERT encoder's graph must contain.
+
+    Args:
+        layers: encoder layers.
 
     Returns:
-        The fused-operator counts (logged as variant settings).
+        {op type: count}: one Attention and one BiasGelu per layer, two SkipLayerNormalization
+        (after attention and after the FFN).
+    """
+    return {"Attention": layers, "SkipLayerNormalization": 2 * layers, "BiasGelu": layers}
+
+
+def fusion_counts(path: Path) -> dict[str, int]:
+    """How many of each fused operator the ONNX file at `path` contains (quantized files too)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = [node.op_type for node in model.graph.node]
+    return {op: ops.count(op) for op in FUSED_OPS}
+
+
+def missing_fusions(found: dict[str, int], layers: int) -> list[str]:
+    """Expected fusions `found` lacks, as "Attention 0/6" strings (empty: fully fused)."""
+    return [
+        f"{op} {found.get(op, 0)}/{want}"
+        for op, want in expected_fusions(layers).items()
+        if found.get(op, 0) < want
+    ]
+
+
+def optimize(raw_path: Path, out_path: Path) -> dict[str, int]:
+    """Check the raw graph, fuse it for ONNX Runtime (attention included), check, save.
+
+    Returns:
+        The fused-operator counts of the saved graph (`fusion_counts`).
     """
     import onnx
-    from onnxruntime.transformers.optimizer import optimize_model
+    from onnxscript import ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     onnx.checker.check_model(str(raw_path), full_check=True)
-    opt = optimize_model(
-        str(raw_path),
-        model_type="bert",
-        num_heads=int(config.num_attention_heads),
-        hidden_size=int(config.hidden_size),
-    )
-    stats = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
-    opt.save_model_to_file(str(out_path), use_external_data_format=False)
+    fused, _ = optimize_for_ort(ir.load(str(raw_path)))
+    ir.save(fused, str(out_path))
     onnx.checker.check_model(str(out_path))
-    return stats
+    return fusion_counts(out_path)
 
 
 def _opset_of(path: Path) -> int:
@@ -153,7 +187,7 @@ def export_fp32(
     work_dir.mkdir(parents=True, exist_ok=True)
     raw, opt = work_dir / f"{target.name}.raw.onnx", work_dir / f"{target.name}.opt.onnx"
     export_raw(model, tokenizer, raw, opset)
-    fusions = optimize(raw, opt, model.config)
+    fusions = optimize(raw, opt)
     info = {
         "opset": _opset_of(opt),
         "max_seq_len": max_seq_len,

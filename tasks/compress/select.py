@@ -1,111 +1,133 @@
-"""Choosing the variant to serve: the fastest one inside the accuracy budget (pure functions)."""
+"""Choosing the candidate to serve: the fastest one inside the accuracy budget (pure functions).
+
+The budget is relative to the parent's own PyTorch metrics on the test split: accuracy >=
+compress.accuracy_budget x the parent's, and no class recall more than compress.max_recall_drop
+below the parent's. "Fastest" is compress.objective: "throughput" (rows/s at the serving batch
+size on the test texts' real lengths, higher is better) or "latency" (p95 at batch 1, lower).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-SPEED_KEY = "latency_p95_ms"  # lower is faster: p95 latency at batch 1
-TIEBREAK_KEY = "throughput_b32"  # higher is better, used only on equal p95
+from tuneline.config import CompressParams
+from tuneline.errors import CompressionError
+
 ACCURACY_KEY = "accuracy"
+LATENCY_KEY = "latency_p95_ms"
+THROUGHPUT_KEY = "throughput"
 RECALL_PREFIX = "recall_"
+Scores = Mapping[str, Mapping[str, float]]
 
 
-def _recall_drops(
-    scores: Mapping[str, float], baseline: Mapping[str, float], max_drop: float
+def objective_key(objective: str) -> str:
+    """The score the objective ranks on: "throughput" or "latency_p95_ms"."""
+    return THROUGHPUT_KEY if objective == "throughput" else LATENCY_KEY
+
+
+def _speed(metrics: Mapping[str, float], objective: str) -> float:
+    """Larger is faster, whichever the objective."""
+    value = metrics[objective_key(objective)]
+    return value if objective == "throughput" else -value
+
+
+def budget_problems(
+    metrics: Mapping[str, float], reference: Mapping[str, float], cp: CompressParams
 ) -> list[str]:
+    """Why a candidate is outside the accuracy budget (empty: inside).
+
+    Args:
+        metrics: the candidate's scores ("accuracy", "recall_<label>", the objective's key).
+        reference: the parent's PyTorch metrics.
+        cp: accuracy_budget, max_recall_drop, objective.
+
+    Returns:
+        One sentence per problem, with the numbers.
+    """
     problems = []
-    for key, base_value in sorted(baseline.items()):
+    floor = cp.accuracy_budget * reference[ACCURACY_KEY]
+    accuracy = metrics.get(ACCURACY_KEY, 0.0)
+    if accuracy < floor - 1e-12:
+        problems.append(
+            f"accuracy {accuracy:.4f} < budget {cp.accuracy_budget:g} x parent "
+            f"{reference[ACCURACY_KEY]:.4f} = {floor:.4f}"
+        )
+    for key, base in sorted(reference.items()):
         if not key.startswith(RECALL_PREFIX):
             continue
-        value = scores.get(key)
+        value = metrics.get(key)
         if value is None:
             problems.append(f"{key} missing")
-        elif base_value - value > max_drop + 1e-12:
+        elif base - value > cp.max_recall_drop + 1e-12:
             problems.append(
-                f"{key} dropped {base_value - value:.4f} ({base_value:.4f} -> {value:.4f}) "
-                f"> max_recall_drop {max_drop:.4f}"
+                f"{key} dropped {base - value:.4f} ({base:.4f} -> {value:.4f}) "
+                f"> max_recall_drop {cp.max_recall_drop:.4f}"
             )
+    if objective_key(cp.objective) not in metrics:
+        problems.append(f"{objective_key(cp.objective)} missing")
     return problems
 
 
-def select_variant(
-    scores: Mapping[str, Mapping[str, float]],
-    *,
-    baseline: str,
-    accuracy_budget: float,
-    max_recall_drop: float,
-) -> tuple[str, dict[str, str]]:
-    """Pick the fastest variant (lowest p95 latency at batch 1) that stays inside the budget.
+def ranked(scores: Scores, reference: Mapping[str, float], cp: CompressParams) -> list[str]:
+    """The candidates inside the budget, fastest first (ties: the other speed, then name)."""
+    inside = [n for n, m in scores.items() if not budget_problems(m, reference, cp)]
 
-    A variant passes when its accuracy >= accuracy_budget x the baseline's accuracy and no
-    class recall fell by more than max_recall_drop from the baseline's. The baseline (the FP32
-    ONNX) always passes, so when nothing else does it is chosen.
+    def order(name: str) -> tuple[float, float, str]:
+        m = scores[name]
+        other = (
+            m.get(LATENCY_KEY, float("inf"))
+            if cp.objective == "throughput"
+            else -m.get(THROUGHPUT_KEY, 0.0)
+        )
+        return (-_speed(m, cp.objective), other, name)
+
+    return sorted(inside, key=order)
+
+
+def select_candidate(
+    scores: Scores, reference: Mapping[str, float], cp: CompressParams
+) -> tuple[str, dict[str, str]]:
+    """Pick the fastest candidate inside the budget.
 
     Args:
-        scores: variant name -> metrics; each needs "accuracy", "latency_p95_ms" and the
-            "recall_<label>" keys of the baseline ("throughput_b32" breaks ties).
-        baseline: name of the FP32 variant in `scores`.
-        accuracy_budget: share of the baseline accuracy a variant must keep (e.g. 0.99).
-        max_recall_drop: largest allowed fall of any class recall (absolute, e.g. 0.05).
+        scores: candidate name -> scores, for the candidates that passed parity.
+        reference: the parent's PyTorch metrics on the same test split.
+        cp: accuracy_budget, max_recall_drop, objective.
 
     Returns:
-        (chosen name, {rejected name: reason}) where every variant other than the chosen one
-        has a reason.
+        (chosen name, {every other name: why it lost}).
 
     Raises:
-        KeyError: the baseline is not in `scores`.
+        CompressionError: no candidate is inside the budget (each one's reasons listed).
     """
-    if baseline not in scores:
-        raise KeyError(f"baseline variant '{baseline}' not in scores {sorted(scores)}")
-    base = scores[baseline]
-    floor = accuracy_budget * base[ACCURACY_KEY]
-    rejected: dict[str, str] = {}
-    passing: list[str] = []
-    for name, metrics in scores.items():
-        if name == baseline:
-            passing.append(name)
-            continue
-        problems = []
-        accuracy = metrics.get(ACCURACY_KEY, 0.0)
-        if accuracy < floor - 1e-12:
-            problems.append(
-                f"accuracy {accuracy:.4f} < budget {accuracy_budget:g} x baseline "
-                f"{base[ACCURACY_KEY]:.4f} = {floor:.4f}"
-            )
-        problems += _recall_drops(metrics, base, max_recall_drop)
-        if SPEED_KEY not in metrics:
-            problems.append(f"{SPEED_KEY} missing")
-        if problems:
-            rejected[name] = "outside budget: " + "; ".join(problems)
-        else:
-            passing.append(name)
-
-    def speed(name: str) -> tuple[float, float, str]:
-        m = scores[name]
-        return (m[SPEED_KEY], -m.get(TIEBREAK_KEY, 0.0), name)
-
-    chosen = min(passing, key=speed)
-    for name in passing:
-        if name != chosen:
-            rejected[name] = (
-                f"inside budget but slower: {SPEED_KEY} {scores[name][SPEED_KEY]:.3f} ms vs "
-                f"{scores[chosen][SPEED_KEY]:.3f} ms for '{chosen}'"
-            )
+    rejected = {
+        n: "outside budget: " + "; ".join(problems)
+        for n, m in scores.items()
+        if (problems := budget_problems(m, reference, cp))
+    }
+    order = ranked(scores, reference, cp)
+    if not order:
+        lines = [f"{n}: {why}" for n, why in rejected.items()] or ["no candidate passed parity"]
+        raise CompressionError("no compressed candidate is inside the budget", lines)
+    chosen, key = order[0], objective_key(cp.objective)
+    unit = "rows/s" if cp.objective == "throughput" else "ms"
+    for name in order[1:]:
+        rejected[name] = (
+            f"inside budget but slower: {key} {scores[name][key]:.2f} {unit} vs "
+            f"{scores[chosen][key]:.2f} {unit} for '{chosen}'"
+        )
     return chosen, rejected
 
 
-def pareto_front(
-    scores: Mapping[str, Mapping[str, float]],
-    speed_key: str = SPEED_KEY,
-    accuracy_key: str = ACCURACY_KEY,
-) -> set[str]:
-    """Variants no other variant beats on both latency (lower) and accuracy (higher)."""
+def pareto_front(scores: Scores, objective: str) -> set[str]:
+    """Candidates no other candidate beats on both speed (the objective) and accuracy."""
     front = set()
     for name, m in scores.items():
+        speed, acc = _speed(m, objective), m[ACCURACY_KEY]
         dominated = any(
-            o[speed_key] <= m[speed_key]
-            and o[accuracy_key] >= m[accuracy_key]
-            and (o[speed_key] < m[speed_key] or o[accuracy_key] > m[accuracy_key])
+            _speed(o, objective) >= speed
+            and o[ACCURACY_KEY] >= acc
+            and (_speed(o, objective) > speed or o[ACCURACY_KEY] > acc)
             for other, o in scores.items()
             if other != name
         )
@@ -115,22 +137,58 @@ def pareto_front(
 
 
 def pareto_markdown(
-    scores: Mapping[str, Mapping[str, float]], chosen: str, rejected: Mapping[str, str]
+    rows: Mapping[str, Mapping[str, object]],
+    scores: Scores,
+    chosen: str,
+    decisions: Mapping[str, str],
+    reference: Mapping[str, float],
+    objective: str,
 ) -> str:
-    """A markdown table of every variant, fastest first, marking the front and the choice."""
-    front = pareto_front(scores)
+    """A markdown table of every candidate, fastest first, then the ones without scores.
+
+    Args:
+        rows: candidate name -> {"structure", "precision", "runtime", "fusions"} (every
+            candidate considered: scored, dropped, failed or skipped).
+        scores: the scored ones' scores (dropped ones included).
+        chosen: the chosen candidate.
+        decisions: name -> why it was not chosen (dropped, failed, skipped, slower).
+        reference: the parent's PyTorch metrics (the first row).
+        objective: compress.objective (sets the order and the front).
+
+    Returns:
+        The table, one line per candidate.
+    """
+    passing = {n: m for n, m in scores.items() if n == chosen or not _is_drop(decisions.get(n))}
+    front = pareto_front(passing, objective) if passing else set()
     lines = [
-        "| variant | accuracy | macro-F1 | p50 ms (b1) | p95 ms (b1) | rows/s (b32) | size MB "
-        "| pareto | decision |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: | --- |",
+        "| candidate | structure | precision | runtime | accuracy | macro-F1 | p95 ms (b1) "
+        "| rows/s (serving batch) | size MB | fusions | pareto | decision |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | :---: | --- |",
+        f"| PyTorch parent | parent | fp32 | torch | {reference.get(ACCURACY_KEY, 0):.4f} "
+        f"| {reference.get('macro_f1', 0):.4f} | | | | | | reference |",
     ]
-    for name in sorted(scores, key=lambda n: scores[n][SPEED_KEY]):
-        m = scores[name]
-        decision = "**chosen**" if name == chosen else rejected.get(name, "")
+    order = sorted(scores, key=lambda n: -_speed(scores[n], objective))
+    order += [n for n in rows if n not in scores]
+    for name in order:
+        row, m = rows.get(name, {}), scores.get(name)
+        decision = "**chosen**" if name == chosen else decisions.get(name, "")
+        numbers = (
+            f"{m.get('accuracy', 0):.4f} | {m.get('macro_f1', 0):.4f} "
+            f"| {m.get(LATENCY_KEY, 0):.2f} | {m.get(THROUGHPUT_KEY, 0):.1f} "
+            f"| {m.get('size_mb', 0):.1f}"
+            if m is not None
+            else " | | | | "
+        )
         lines.append(
-            f"| {name} | {m.get('accuracy', 0):.4f} | {m.get('macro_f1', 0):.4f} "
-            f"| {m.get('latency_p50_ms', 0):.3f} | {m.get(SPEED_KEY, 0):.3f} "
-            f"| {m.get(TIEBREAK_KEY, 0):.1f} | {m.get('size_mb', 0):.2f} "
-            f"| {'yes' if name in front else ''} | {decision} |"
+            f"| {name} | {row.get('structure', '')} | {row.get('precision', '')} "
+            f"| {row.get('runtime', '')} | {numbers} | {row.get('fusions', '')} "
+            f"| {'yes' if name in front else ''} | {decision.replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+DROPPED_PREFIXES = ("parity:", "collapsed:")  # a scored candidate that may not be served
+
+
+def _is_drop(decision: str | None) -> bool:
+    return bool(decision) and str(decision).startswith(DROPPED_PREFIXES)

@@ -1,12 +1,15 @@
-"""The compressed variants as one table: what turns each on, how it is made, how its parity is
-judged. tasks/compress/build.py runs the enabled rows in table order.
+"""The search space of compression as two tables: structures x (precision, runtime) pairs.
 
-Two kinds of row. `from_fp32` variants transform the optimized FP32 ONNX file (INT8, FP16) and
-are compared with the FP32 PyTorch model under the looser quant_* thresholds, because
-quantization legitimately moves logits. `from_torch` variants are new PyTorch models (pruned,
-distilled): exported on their own and compared with themselves under the FP32 thresholds.
-The FP32 baseline (compress.fp32) is not a row: every other variant is measured against it,
-so it is always built first (tasks/compress/build.py build_baseline).
+A candidate stacks one row of each: a structure (the fine-tuned parent as it is, a distilled
+student of fewer layers, the parent with FFN rows pruned) is exported once to a fused FP32 ONNX
+file; a precision transform of that file (none, INT8 dynamic, INT8 static QDQ, FP16) is then
+run by one runtime (ONNX Runtime, or OpenVINO reading the same file, in BF16 where the CPU
+has it). Which pairs this machine can run, and which the params enable, decides the
+candidates; tasks/compress/build.py builds them, parent first.
+
+Parity: every candidate is compared with its own structure's PyTorch model, measured through
+the runtime that will serve it. FP32 pairs are held to the FP32 thresholds, reduced-precision
+pairs (BF16, INT8, FP16) to the looser quant_* thresholds, because they legitimately move logits.
 """
 
 from __future__ import annotations
@@ -18,32 +21,29 @@ from typing import Any
 
 import numpy as np
 
-from serving.predictor import MODEL_FILE
+from serving.predictor import ONNXRUNTIME, OPENVINO
 from tasks.compress import variants as V
 from tasks.compress.distill import distill, finetune_steps
 from tuneline.config import CompressParams, Params
 
-BASELINE = "fp32"
-BASELINE_METHOD = "onnx_fp32_optimized"
-BASELINE_FLAG = "fp32"  # compress.fp32 must be true
-
-Settings = dict[str, Any]  # logged as the variant's MLflow params and in variant.json
+PARENT = "parent"
+Settings = dict[str, Any]  # logged as the candidate's MLflow params and in variant.json
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What every variant's builder reads, and where variants are written and checked.
+    """What every builder reads, and where candidates are written and checked.
 
     Attributes:
-        model_dir: the fine-tuned model directory (recorded as each variant's source).
+        model_dir: the fine-tuned model directory (the parent's PyTorch source).
         teacher: the fine-tuned PyTorch classifier (never modified; builders copy it).
         tokenizer: its tokenizer.
-        params: all settings (compress, train.max_seq_len, base.seed).
+        params: all settings (compress, train.max_seq_len, serve.max_batch_size, base.seed).
         labels: class names.
         train: the training split (texts, class ids): calibration, KD and recovery rows.
-        test_texts: the parity rows.
-        teacher_ref: the teacher's PyTorch logits of test_texts.
-        output_dir: one directory per variant is written under it.
+        val: the validation split: distillation stops on it.
+        test: the test split: parity, accuracy and speed.
+        output_dir: one directory per candidate is written under it.
         work: scratch files, removed after the build.
     """
 
@@ -53,58 +53,76 @@ class BuildContext:
     params: Params
     labels: list[str]
     train: tuple[list[str], list[int]]
-    test_texts: list[str]
-    teacher_ref: np.ndarray
+    val: tuple[list[str], list[int]]
+    test: tuple[list[str], list[int]]
     output_dir: Path
     work: Path
 
-    @property
-    def fp32_file(self) -> Path:
-        """The optimized FP32 ONNX file (written before any other variant is built)."""
-        return self.output_dir / BASELINE / MODEL_FILE
-
 
 @dataclass(frozen=True)
-class VariantSpec:
-    """One row of the table; exactly one of `from_fp32` and `from_torch` is set.
+class Structure:
+    """One row of the structure table.
 
     Attributes:
-        name: the variant's name (its directory, MLflow run and selection key).
-        method: how it is made, logged as the `tuneline.method` tag.
-        enabled_by: the boolean field of compress: in params.yaml that turns it on.
-        quant: parity under the quant_* thresholds (against the FP32 PyTorch model) rather
-            than the FP32 ones (against its own PyTorch source).
-        from_fp32: writes this variant's ONNX file (2nd argument) from ctx.fp32_file and
-            returns its settings.
-        from_torch: returns a new PyTorch model and its settings.
-        needs_cuda: skipped, with a reason, where ONNX Runtime has no CUDA provider; run on
-            the GPU otherwise.
+        name: as in compress.structures.
+        method: how it is made (the `tuneline.method` tag).
+        build: returns the new PyTorch model and its settings; None: the parent itself.
     """
 
     name: str
     method: str
-    enabled_by: str
-    quant: bool
-    from_fp32: Callable[[BuildContext, Path], Settings] | None = None
-    from_torch: Callable[[BuildContext], tuple[Any, Settings]] | None = None
-    needs_cuda: bool = False
-
-    def __post_init__(self) -> None:
-        if (self.from_fp32 is None) == (self.from_torch is None):
-            raise ValueError(f"variant spec '{self.name}': set exactly one of from_fp32/from_torch")
+    build: Callable[[BuildContext], tuple[Any, Settings]] | None
 
 
-def parity_thresholds(cp: CompressParams, quant: bool) -> dict[str, float]:
-    """The parity thresholds a variant is held to.
+@dataclass(frozen=True)
+class Pair:
+    """One (precision, runtime) row: how a structure's FP32 file is transformed and run.
+
+    Attributes:
+        precision: as in compress.precisions.
+        runtime: as in compress.runtimes.
+        transform: writes the transformed file (3rd argument) from the FP32 file (2nd) and
+            returns its settings; None: the FP32 file as it is.
+        reduced: judged under the quant_* parity thresholds.
+        needs: "bf16" (OpenVINO computes in BF16 here), "cuda" (ORT has its CUDA provider).
+    """
+
+    precision: str
+    runtime: str
+    transform: Callable[[BuildContext, Path, Path], Settings] | None
+    reduced: bool
+    needs: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The pair's name part: "bf16_ov", "int8_dynamic_ort"."""
+        return f"{self.precision}_{'ov' if self.runtime == OPENVINO else 'ort'}"
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.needs == "cuda"
+
+    def transform_key(self) -> str:
+        """Pairs with the same key share one transformed file per structure."""
+        return "fp32" if self.transform is None else self.precision
+
+
+def candidate_name(structure: str, pair: Pair) -> str:
+    """The candidate's name: its directory, MLflow run and selection key."""
+    return f"{structure}_{pair.key}"
+
+
+def parity_thresholds(cp: CompressParams, reduced: bool) -> dict[str, float]:
+    """The parity thresholds a candidate is held to.
 
     Args:
         cp: the compress settings.
-        quant: the variant is a quantized transform of the FP32 file.
+        reduced: BF16/INT8/FP16 (quant_* thresholds) rather than FP32.
 
     Returns:
         {"max_abs_logit", "min_agreement"}, keyword arguments of export.check_parity.
     """
-    if quant:
+    if reduced:
         return {
             "max_abs_logit": cp.quant_parity_max_abs_logit,
             "min_agreement": cp.quant_parity_min_agreement,
@@ -112,23 +130,23 @@ def parity_thresholds(cp: CompressParams, quant: bool) -> dict[str, float]:
     return {"max_abs_logit": cp.parity_max_abs_logit, "min_agreement": cp.parity_min_agreement}
 
 
-def _int8_dynamic(ctx: BuildContext, out: Path) -> Settings:
-    V.quantize_dynamic_int8(ctx.fp32_file, out)
+def _int8_dynamic(ctx: BuildContext, fp32: Path, out: Path) -> Settings:
+    V.quantize_dynamic_int8(fp32, out)
     return {"weight_type": "QInt8"}
 
 
-def _int8_static(ctx: BuildContext, out: Path) -> Settings:
+def _int8_static(ctx: BuildContext, fp32: Path, out: Path) -> Settings:
     cp = ctx.params.compress
     texts = ctx.train[0]
     # a seeded sample, in file order, so reruns calibrate on the same rows
     pick = np.random.default_rng(ctx.params.base.seed).permutation(len(texts))
     calib = [texts[i] for i in sorted(pick[: cp.calibration_rows])]
-    V.quantize_static_int8(ctx.fp32_file, out, ctx.tokenizer, calib, ctx.params.train.max_seq_len)
+    V.quantize_static_int8(fp32, out, ctx.tokenizer, calib, ctx.params.train.max_seq_len)
     return {"calibration_rows": len(calib), "calibrate_method": "MinMax", "format": "QDQ"}
 
 
-def _fp16(ctx: BuildContext, out: Path) -> Settings:
-    V.convert_fp16(ctx.fp32_file, out)
+def _fp16(ctx: BuildContext, fp32: Path, out: Path) -> Settings:
+    V.convert_fp16(fp32, out)
     return {"keep_io_types": True}
 
 
@@ -144,55 +162,82 @@ def _recovered(ctx: BuildContext, pruned: Any) -> Any:
     return V.make_permanent(pruned)
 
 
-def _prune_unstructured(ctx: BuildContext) -> tuple[Any, Settings]:
+def _sparse(ctx: BuildContext) -> tuple[Any, Settings]:
     cp = ctx.params.compress
     model = _recovered(ctx, V.prune_unstructured(ctx.teacher, cp.sparsity))
     return model, {**_prune_settings(cp), "achieved_sparsity": round(V.sparsity_of(model), 4)}
 
 
-def _prune_structured(ctx: BuildContext) -> tuple[Any, Settings]:
+def _pruned(ctx: BuildContext) -> tuple[Any, Settings]:
     cp = ctx.params.compress
     return _recovered(ctx, V.prune_ffn_rows(ctx.teacher, cp.sparsity)), _prune_settings(cp)
 
 
 def _distilled(ctx: BuildContext) -> tuple[Any, Settings]:
     cp = ctx.params.compress
+    student = V.build_student(ctx.teacher, cp.distill_layers)
+    student, report = distill(ctx.teacher, student, ctx.tokenizer, ctx.train, ctx.val, ctx.params)
     settings = {
         "distill_layers": cp.distill_layers,
         "temperature": cp.distill_temperature,
         "alpha": cp.distill_alpha,
-        "epochs": cp.distill_epochs,
         "max_steps": cp.distill_max_steps,
+        **{f"kd_{k}": v for k, v in report.items()},
     }
-    student = V.build_student(ctx.teacher, cp.distill_layers)
-    return distill(ctx.teacher, student, ctx.tokenizer, *ctx.train, ctx.params), settings
+    return student, settings
 
 
-VARIANTS: tuple[VariantSpec, ...] = (
-    VariantSpec("int8_dynamic", "ort_quantize_dynamic", "dynamic_int8", True, _int8_dynamic),
-    VariantSpec("int8_static", "ort_quantize_static_qdq", "static_int8", True, _int8_static),
-    VariantSpec(
-        "prune_unstructured",
-        "magnitude_l1_global",
-        "prune_unstructured",
-        False,
-        from_torch=_prune_unstructured,
-    ),
-    VariantSpec(
-        "prune_structured", "ffn_rows_l2", "prune_structured", False, from_torch=_prune_structured
-    ),
-    VariantSpec("distilled", "kd_student", "distill", False, from_torch=_distilled),
-    VariantSpec("fp16", "ort_float16", "fp16", True, _fp16, needs_cuda=True),
+STRUCTURES: tuple[Structure, ...] = (
+    Structure(PARENT, "finetuned", None),
+    Structure("distilled", "kd_student", _distilled),
+    Structure("pruned", "ffn_rows_l2", _pruned),
+    Structure("sparse", "magnitude_l1_global", _sparse),
+)
+
+PAIRS: tuple[Pair, ...] = (
+    Pair("fp32", ONNXRUNTIME, None, False),
+    Pair("fp32", OPENVINO, None, False),
+    Pair("bf16", OPENVINO, None, True, needs="bf16"),
+    Pair("int8_dynamic", ONNXRUNTIME, _int8_dynamic, True),
+    Pair("int8_static", ONNXRUNTIME, _int8_static, True),
+    Pair("int8_static", OPENVINO, _int8_static, True),
+    Pair("fp16", ONNXRUNTIME, _fp16, True, needs="cuda"),
 )
 
 
-def enabled_variants(cp: CompressParams) -> list[VariantSpec]:
-    """The rows whose compress.<enabled_by> flag is true, in table order.
+def enabled_structures(cp: CompressParams) -> list[Structure]:
+    """The structures compress.structures names, the parent first (the others rank on it).
 
     Args:
         cp: the compress settings.
 
     Returns:
-        The specs to build after the baseline.
+        Structure rows, parent first, then in table order.
     """
-    return [spec for spec in VARIANTS if getattr(cp, spec.enabled_by)]
+    wanted = {PARENT, *cp.structures}
+    return [row for row in STRUCTURES if row.name in wanted]
+
+
+def enabled_pairs(cp: CompressParams, have: set[str]) -> tuple[list[Pair], dict[str, str]]:
+    """The (precision, runtime) pairs the params enable and this machine can run.
+
+    Args:
+        cp: the compress settings (precisions, runtimes).
+        have: what this machine offers: "bf16", "cuda", and the runtimes that import.
+
+    Returns:
+        (pairs to build, {pair key: why it is skipped}) for pairs the params enable.
+    """
+    pairs, skipped = [], {}
+    for pair in PAIRS:
+        if pair.precision not in cp.precisions or pair.runtime not in cp.runtimes:
+            continue
+        if pair.runtime not in have:
+            skipped[pair.key] = f"skipped: {pair.runtime} is not installed"
+        elif pair.needs == "bf16" and "bf16" not in have:
+            skipped[pair.key] = "skipped: this CPU has no BF16 compute (AVX-512 BF16 / AMX)"
+        elif pair.needs == "cuda" and "cuda" not in have:
+            skipped[pair.key] = "skipped: CUDAExecutionProvider is not available (GPU only)"
+        else:
+            pairs.append(pair)
+    return pairs, skipped

@@ -68,10 +68,10 @@ def log_variant(
     settings: Mapping[str, Any],
     metrics: Mapping[str, float],
     parity: Mapping[str, float],
-    onnx_dir: Path,
+    onnx_dir: Path | None,
     lineage: Mapping[str, str],
 ) -> str:
-    """Create the child run of one variant with its settings, metrics and ONNX directory.
+    """Create the child run of one candidate with its settings, metrics and ONNX directory.
 
     Args:
         parent: the parent run.
@@ -80,8 +80,9 @@ def log_variant(
         settings: logged as params (values cut at 500 characters).
         metrics: its scores.
         parity: logged as parity_<key> metrics.
-        onnx_dir: logged as the `onnx` artifact directory.
-        lineage: tags (git commit, split md5s, validation), prefixed `tuneline.`.
+        onnx_dir: logged as the `onnx` artifact directory; None for a dropped candidate
+            (its run ends FAILED, its reason in the `tuneline.dropped` tag).
+        lineage: tags (git commit, split md5s, validation; `dropped`), prefixed `tuneline.`.
 
     Returns:
         The child run id.
@@ -105,37 +106,41 @@ def log_variant(
         metrics=[Metric(k, float(v), 0, 0) for k, v in sorted(values.items())],
         params=[Param(str(k), str(v)[:500]) for k, v in sorted(settings.items())],
     )
+    if onnx_dir is None:
+        client.set_terminated(run_id, status="FAILED")
+        return str(run_id)
     client.log_artifacts(run_id, str(onnx_dir), artifact_path="onnx")
     client.set_terminated(run_id)
     return str(run_id)
 
 
 def plot_pareto(
-    scores: Mapping[str, Mapping[str, float]], chosen: str, path: Path, front: set[str]
+    scores: Mapping[str, Mapping[str, float]],
+    chosen: str,
+    path: Path,
+    front: set[str],
+    objective: str,
 ) -> None:
-    """Latency (p95, batch 1) against accuracy, the front joined, the chosen variant marked."""
+    """Speed (the objective) against accuracy, the front joined, the chosen candidate marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    key = "throughput" if objective == "throughput" else "latency_p95_ms"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, m in scores.items():
         colour = "tab:red" if name == chosen else ("tab:blue" if name in front else "tab:gray")
-        ax.scatter(m["latency_p95_ms"], m["accuracy"], color=colour, zorder=3)
+        ax.scatter(m[key], m["accuracy"], color=colour, zorder=3)
         ax.annotate(
-            name,
-            (m["latency_p95_ms"], m["accuracy"]),
-            fontsize=8,
-            xytext=(4, 4),
-            textcoords="offset points",
+            name, (m[key], m["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points"
         )
-    pts = sorted((scores[n]["latency_p95_ms"], scores[n]["accuracy"]) for n in front)
+    pts = sorted((scores[n][key], scores[n]["accuracy"]) for n in front)
     if len(pts) > 1:
         ax.plot(*zip(*pts, strict=True), color="tab:blue", linestyle="--", linewidth=1)
-    ax.set_xlabel("p95 latency at batch 1 (ms)")
+    ax.set_xlabel("rows/s at the serving batch size" if key == "throughput" else "p95 ms, batch 1")
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"compressed variants (chosen: {chosen})")
+    ax.set_title(f"compression candidates (chosen: {chosen})")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -162,11 +167,11 @@ def log_parent(parent: ParentRun, files: list[Path], chosen: str, chosen_run: st
 
 
 def fail_parent(parent: ParentRun) -> None:
-    """Tag the parent as failing parity (and end it as FAILED when compression created it).
+    """Tag the parent: no candidate could be served (ended FAILED when compression created it).
 
     Args:
         parent: the parent run.
     """
-    parent.client.set_tag(parent.run_id, "tuneline.parity", "failed")
+    parent.client.set_tag(parent.run_id, "tuneline.compress", "failed")
     if parent.created:
         parent.client.set_terminated(parent.run_id, status="FAILED")

@@ -115,4 +115,3 @@ def plot_confusion(predictions_path: Path, labels: list[str], target: Path) -> n
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return matrix
-

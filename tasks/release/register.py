@@ -46,7 +46,7 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
 
     Accepts an explicit verdict ("parity_passed" or parity.passed) or the measured stats
     (parity.agreement, parity.max_abs_logit) judged against params.compress thresholds; a
-    quantized variant (method or name says quantize/int8/fp16) gets the quantization ones.
+    reduced-precision variant (method or name says quantize/int8/fp16/bf16) gets the quant_* ones.
 
     Args:
         variant: the parsed variant.json.
@@ -65,7 +65,7 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
     if "agreement" not in parity or "max_abs_logit" not in parity:
         return False
     tag = f"{variant.get('method', '')} {variant.get('name', '')}".lower()
-    quant = any(word in tag for word in ("quantiz", "int8", "fp16"))
+    quant = any(word in tag for word in ("quantiz", "int8", "fp16", "bf16"))
     min_agreement = compress.quant_parity_min_agreement if quant else compress.parity_min_agreement
     max_abs = compress.quant_parity_max_abs_logit if quant else compress.parity_max_abs_logit
     return float(parity["agreement"]) >= min_agreement and float(parity["max_abs_logit"]) <= max_abs
@@ -138,6 +138,9 @@ def register_variant(
             "variant_run_id": variant_run_id or "",
             "variant_name": str(variant.get("name", onnx_dir.name)),
             "variant_method": str(variant.get("method", "")),
+            # what serves it: the registered artifact is the ONNX file either way
+            "runtime": str(variant.get("runtime", "onnxruntime")),
+            "precision": str(variant.get("precision", "fp32")),
             "parity_passed": str(parity_from_variant(variant, params.compress)).lower(),
             "labels": json.dumps(classifier.labels),
             "size_mb": f"{(onnx_dir / 'model.onnx').stat().st_size / 2**20:.4f}",
@@ -182,7 +185,7 @@ def log_registered_model(
     from mlflow.models import infer_signature
 
     example = classifier.encode([EXAMPLE_TEXT])
-    logits = classifier.session.run(["logits"], example)[0]
+    logits = classifier.run(example)
     signature = infer_signature(example, {"logits": logits})
     extra = sorted(str(p) for p in onnx_dir.iterdir() if p.is_file() and p.name != "model.onnx")
     metrics = {

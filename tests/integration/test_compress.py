@@ -1,5 +1,7 @@
-"""Compression + ONNX export on the smoke profile: every variant exports, runs in ORT and holds
-parity; a corrupted export raises ParityError; a collapsed variant is rejected; MLflow lineage."""
+"""The compression search on the smoke profile: every candidate exports, is fused, runs in its
+runtime and holds parity; smaller structures get only the parent's fastest pairs; a corrupted
+export breaches parity; a collapsed candidate is rejected; a failing candidate is dropped, not
+fatal; MLflow lineage."""
 
 from __future__ import annotations
 
@@ -20,9 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+STRUCTURES = ["parent", "distilled", "pruned", "sparse"]
+
+
 @pytest.fixture(scope="module")
 def params() -> Params:
-    return load_params(ROOT, "smoke")
+    return load_params(ROOT, "smoke", overrides={"compress.structures": STRUCTURES})
 
 
 @pytest.fixture(scope="module")
@@ -86,29 +91,37 @@ def result(workspace, params: Params, parent_run: str):
     )
 
 
-EXPECTED = {
-    "fp32",
-    "int8_dynamic",
-    "int8_static",
-    "prune_unstructured",
-    "prune_structured",
-    "distilled",
-}
-
-QUANTIZED = {"int8_dynamic", "int8_static"}
+@pytest.fixture(scope="module")
+def selection(result, workspace) -> dict:
+    return json.loads((workspace[0] / "variants" / "selection.json").read_text())
 
 
 def _variant(result, name: str):
     return next(v for v in result.variants if v.name == name)
 
 
-def test_every_variant_exports_runs_in_ort_and_holds_parity(result, params: Params, workspace):
+def _info(result, name: str) -> dict:
+    return json.loads((Path(_variant(result, name).onnx_dir) / "variant.json").read_text())
+
+
+def _parent_pairs(params: Params) -> set[str]:
+    from tasks.compress.build import machine_offers
+    from tasks.compress.specs import enabled_pairs
+
+    pairs, _ = enabled_pairs(params.compress, machine_offers())
+    return {f"parent_{p.key}" for p in pairs}
+
+
+def test_the_parent_gets_every_pair_this_machine_runs(result, params: Params, workspace):
     import onnx
 
     from serving.predictor import OnnxTextClassifier
 
     cp = params.compress
-    assert {v.name for v in result.variants} == EXPECTED
+    names = {v.name for v in result.variants}
+    parents = {n for n in names if n.startswith("parent_")}
+    assert parents == _parent_pairs(params)
+    assert {"parent_fp32_ort", "parent_fp32_ov", "parent_int8_dynamic_ort"} <= parents
     test = pd.read_parquet(workspace[1] / "test.parquet")
     for v in result.variants:
         vdir = Path(v.onnx_dir)
@@ -121,50 +134,97 @@ def test_every_variant_exports_runs_in_ort_and_holds_parity(result, params: Para
         for inp in graph.input:  # batch and sequence axes are symbolic, not baked in
             dims = inp.type.tensor_type.shape.dim
             assert all(d.dim_param and not d.dim_value for d in dims), (v.name, dims)
+        meta = _info(result, v.name)
         clf = OnnxTextClassifier(vdir)
+        assert (
+            (clf.runtime, clf.precision)
+            == (meta["runtime"], meta["precision"])
+            == (
+                v.runtime,
+                meta["precision"],
+            )
+        )
         for n in (1, 3, 33):  # different batch sizes and padded lengths
             logits = clf.logits(test["text"].tolist()[:n], batch_size=32)
             assert logits.shape == (n, 2) and logits.dtype == np.float32
-        quant = v.name in QUANTIZED
+        reduced = meta["precision"] != "fp32"
         assert v.parity["rows"] == len(test)
         assert v.parity["agreement"] >= (
-            cp.quant_parity_min_agreement if quant else cp.parity_min_agreement
+            cp.quant_parity_min_agreement if reduced else cp.parity_min_agreement
         )
         assert v.parity["max_abs_logit"] <= (
-            cp.quant_parity_max_abs_logit if quant else cp.parity_max_abs_logit
+            cp.quant_parity_max_abs_logit if reduced else cp.parity_max_abs_logit
         )
-        meta = json.loads((vdir / "variant.json").read_text())
         assert meta["name"] == v.name and meta["method"] == v.method
+        assert meta["parity"]["passed"] is True
         assert meta["metrics"]["accuracy"] == pytest.approx(v.metrics["accuracy"])
 
 
-def test_variants_are_really_compressed(result, params: Params):
+def test_smaller_structures_get_only_the_parents_fastest_pairs(result, params: Params):
+    keep = params.compress.search_keep
+    names = {v.name for v in result.variants}
+    for structure in STRUCTURES[1:]:
+        built = {n for n in names if n.startswith(f"{structure}_")}
+        assert len(built) == min(keep, len(_parent_pairs(params))), (structure, built)
+        for parent_name in _parent_pairs(params):
+            name = parent_name.replace("parent_", f"{structure}_", 1)
+            if name not in built:
+                assert result.rejected[name].startswith("dominated: as parent_"), name
+
+
+def test_every_graph_keeps_its_fusions(result):
+    for v in result.variants:
+        meta = _info(result, v.name)
+        layers = meta["architecture"]["layers"]
+        assert meta["fusions"]["Attention"] == layers, v.name
+        assert meta["fusions"]["SkipLayerNormalization"] == 2 * layers, v.name
+        assert meta["lost_fusions"] == [], v.name
+    assert "lost " not in result.pareto_md
+
+
+def test_attention_is_fused_on_the_tiny_bert(workspace, params: Params, tmp_path):
+    """Fails when the exporter or the rewriter stops fusing attention into one operator."""
+    from tasks.compress.export import export_fp32, fusion_counts
+    from tuneline.models import load_classifier
+
+    _, _, model_dir = workspace
+    model, tokenizer = load_classifier(model_dir)
+    fusions = export_fp32(
+        model,
+        tokenizer,
+        LABELS,
+        tmp_path / "fp32",
+        opset=params.compress.opset,
+        max_seq_len=params.train.max_seq_len,
+        work_dir=tmp_path / "work",
+    )
+    layers = model.config.num_hidden_layers
+    assert fusions == fusion_counts(tmp_path / "fp32" / "model.onnx")
+    assert fusions["Attention"] == layers and fusions["BiasGelu"] == layers
+    assert fusions["SkipLayerNormalization"] == 2 * layers
+
+
+def test_candidates_are_really_compressed(result, params: Params):
     import onnx
 
     cp = params.compress
-    base = json.loads((Path(_variant(result, "fp32").onnx_dir) / "variant.json").read_text())
-    unstructured = json.loads(
-        (Path(_variant(result, "prune_unstructured").onnx_dir) / "variant.json").read_text()
-    )
-    assert unstructured["settings"]["achieved_sparsity"] >= cp.sparsity * 0.99
-    structured = json.loads(
-        (Path(_variant(result, "prune_structured").onnx_dir) / "variant.json").read_text()
-    )
-    assert structured["architecture"]["intermediate"] < base["architecture"]["intermediate"]
-    student = json.loads(
-        (Path(_variant(result, "distilled").onnx_dir) / "variant.json").read_text()
-    )
-    assert student["architecture"]["layers"] == cp.distill_layers
-    assert student["architecture"]["layers"] < base["architecture"]["layers"]
-    for name in QUANTIZED:
-        ops = {
-            n.op_type
-            for n in onnx.load(str(Path(_variant(result, name).onnx_dir) / "model.onnx")).graph.node
-        }
+    base = _info(result, "parent_fp32_ort")
+    names = {v.name for v in result.variants}
+
+    def first(structure: str) -> dict:
+        return _info(result, min(n for n in names if n.startswith(f"{structure}_")))
+
+    assert first("sparse")["settings"]["achieved_sparsity"] >= cp.sparsity * 0.99
+    assert first("pruned")["architecture"]["intermediate"] < base["architecture"]["intermediate"]
+    student = first("distilled")
+    assert student["architecture"]["layers"] == cp.distill_layers < base["architecture"]["layers"]
+    assert student["settings"]["kd_stopped"] in {"target", "max_steps"}
+    assert 0 < student["settings"]["kd_steps"] <= cp.distill_max_steps
+    for name in {"parent_int8_dynamic_ort", "parent_int8_static_ort"} & names:
+        graph = onnx.load(str(Path(_variant(result, name).onnx_dir) / "model.onnx")).graph
+        ops = {n.op_type for n in graph.node}
         assert ops & {"DynamicQuantizeLinear", "QuantizeLinear", "MatMulInteger"}, name
-        assert (
-            _variant(result, name).metrics["size_mb"] < _variant(result, "fp32").metrics["size_mb"]
-        )
+        assert _variant(result, name).metrics["size_mb"] < base["metrics"]["size_mb"]
 
 
 def _torch_reference(workspace, params: Params):
@@ -194,7 +254,7 @@ def test_corrupted_export_raises_parity_error(result, workspace, params: Params,
     texts, ref = _torch_reference(workspace, params)
     bad = tmp_path / "corrupted"
     _copy_with_initializer(
-        Path(_variant(result, "fp32").onnx_dir),
+        Path(_variant(result, "parent_fp32_ort").onnx_dir),
         bad,
         pick=lambda inits: max(inits, key=lambda i: np.prod(i.dims)),  # the biggest weight
         edit=lambda a: a + np.random.default_rng(0).normal(0, 0.05, a.shape).astype(a.dtype),
@@ -209,38 +269,42 @@ def test_corrupted_export_raises_parity_error(result, workspace, params: Params,
             min_agreement=cp.parity_min_agreement,
         )
     # the untouched export passes the same check
-    good = measure_parity(Path(_variant(result, "fp32").onnx_dir), ref, texts, num_threads=1)
+    good = measure_parity(
+        Path(_variant(result, "parent_fp32_ort").onnx_dir), ref, texts, num_threads=1
+    )
     check_parity(
         "fp32", good, max_abs_logit=cp.parity_max_abs_logit, min_agreement=cp.parity_min_agreement
     )
 
 
-def test_collapsed_variant_is_rejected_by_the_budget(result, workspace, params: Params, tmp_path):
-    from tasks.compress.select import select_variant
-    from tasks.compress.task import score_variant
+def test_collapsed_candidate_is_rejected_by_the_budget(
+    result, selection, workspace, params: Params, tmp_path
+):
+    from tasks.compress.build import score_variant
+    from tasks.compress.select import select_candidate
 
     _, prepared, _ = workspace
     collapsed = tmp_path / "collapsed"
-    # Force the classifier bias to predict 'ham' for everything: a fast but useless variant.
+    # Force the classifier bias to predict 'ham' for everything: a fast but useless candidate.
     _copy_with_initializer(
-        Path(_variant(result, "fp32").onnx_dir),
+        Path(_variant(result, "parent_fp32_ort").onnx_dir),
         collapsed,
         pick=lambda inits: next(i for i in inits if "classifier.bias" in i.name),
         edit=lambda a: np.array([1e4, -1e4], dtype=a.dtype),
     )
     test = pd.read_parquet(prepared / "test.parquet")
-    scores = score_variant(collapsed, test["text"].tolist(), test["label"].tolist(), LABELS, params)
-    assert scores["recall_spam"] == 0.0
-    scores["latency_p95_ms"] = 0.0  # even as the fastest it must lose
-    table = {v.name: v.metrics for v in result.variants} | {"collapsed": scores}
-    chosen, rejected = select_variant(
-        table, baseline="fp32", accuracy_budget=0.99, max_recall_drop=0.05
+    scores, _ = score_variant(
+        collapsed, (test["text"].tolist(), test["label"].tolist()), LABELS, params
     )
+    assert scores["recall_spam"] == 0.0
+    scores["throughput"] = 1e12  # even as the fastest it must lose
+    table = {v.name: v.metrics for v in result.variants} | {"collapsed": scores}
+    chosen, rejected = select_candidate(table, selection["reference"], params.compress)
     assert chosen != "collapsed"
     assert "accuracy" in rejected["collapsed"] and "recall_spam" in rejected["collapsed"]
 
 
-def test_variants_are_mlflow_children_of_the_finetune_run(result, parent_run: str):
+def test_candidates_are_mlflow_children_of_the_finetune_run(result, parent_run: str):
     from mlflow.tracking import MlflowClient
 
     from tuneline.settings import get_settings
@@ -248,57 +312,79 @@ def test_variants_are_mlflow_children_of_the_finetune_run(result, parent_run: st
     client = MlflowClient(get_settings().tracking_uri)
     exp_id = client.get_run(parent_run).info.experiment_id
     children = client.search_runs([exp_id], f"tags.mlflow.parentRunId = '{parent_run}'")
-    assert {r.data.tags["tuneline.variant"] for r in children} == EXPECTED
+    passed = {v.name for v in result.variants}
+    assert passed <= {r.data.tags["tuneline.variant"] for r in children}
     for run in children:
         assert run.data.tags["tuneline.parent_run_id"] == parent_run
         assert run.data.tags["tuneline.method"]
-        assert {"accuracy", "latency_p95_ms", "throughput_b32", "parity_agreement"} <= set(
+        assert {"accuracy", "latency_p95_ms", "throughput", "parity_agreement"} <= set(
             run.data.metrics
         )
-        files = {f.path for f in client.list_artifacts(run.info.run_id, "onnx")}
-        assert "onnx/model.onnx" in files
-    assert {v.run_id for v in result.variants} == {r.info.run_id for r in children}
+        assert {"structure", "precision", "runtime", "fusions"} <= set(run.data.params)
+        if run.data.tags["tuneline.variant"] in passed:
+            files = {f.path for f in client.list_artifacts(run.info.run_id, "onnx")}
+            assert "onnx/model.onnx" in files
+        else:
+            assert run.data.tags["tuneline.dropped"] and run.info.status == "FAILED"
+    assert {v.run_id for v in result.variants} <= {r.info.run_id for r in children}
     parent_files = {f.path for f in client.list_artifacts(parent_run, "compression")}
     assert {"compression/pareto.md", "compression/pareto.png"} <= parent_files
     assert client.get_run(parent_run).data.tags["tuneline.chosen_variant"] == result.chosen.name
 
 
-def test_chosen_variant_is_complete_and_serves(result, workspace):
+def test_chosen_candidate_is_complete_and_serves(result, selection, workspace):
     from serving.predictor import OnnxTextClassifier
 
     chosen = result.chosen
     assert chosen in result.variants
-    assert set(result.rejected) == EXPECTED - {chosen.name}
+    assert {v.name for v in result.variants} - {chosen.name} <= set(result.rejected)
+    assert chosen.name not in result.rejected
     assert chosen.name in result.pareto_md and "**chosen**" in result.pareto_md
-    base = _variant(result, "fp32").metrics
-    assert chosen.metrics["accuracy"] >= 0.99 * base["accuracy"]
+    assert "| PyTorch parent |" in result.pareto_md
+    assert chosen.metrics["accuracy"] >= 0.99 * selection["reference"]["accuracy"]
     test = pd.read_parquet(workspace[1] / "test.parquet")
     preds = OnnxTextClassifier(chosen.onnx_dir).predict(test["text"].tolist())
     assert {p.label for p in preds} <= set(LABELS)
     accuracy = np.mean([p.label_id == y for p, y in zip(preds, test["label"], strict=True)])
-    assert accuracy >= 0.9  # the synthetic task is easy; a broken variant falls far below
+    assert accuracy >= 0.9  # the synthetic task is easy; a broken candidate falls far below
     assert all(abs(sum(p.probabilities.values()) - 1.0) < 1e-4 for p in preds)
 
 
-def test_parity_breach_fails_compression(workspace, tmp_path):
+def _compress_parent_only(workspace, tmp_path: Path, overrides: dict):
     from tasks.compress.task import compress_model
 
     _, prepared, model_dir = workspace
-    strict = load_params(
-        ROOT,
-        "smoke",
-        overrides={
-            "compress.static_int8": False,
-            "compress.prune_unstructured": False,
-            "compress.prune_structured": False,
-            "compress.distill": False,
-            "compress.quant_parity_max_abs_logit": 1e-9,  # INT8 cannot be this close
-        },
+    params = load_params(ROOT, "smoke", overrides={"compress.structures": ["parent"], **overrides})
+    return compress_model.fn(
+        model_dir, prepared, params, output_dir=tmp_path / "v", parent_run_id=None
     )
-    with pytest.raises(ParityError, match=r"int8_dynamic.*max \|delta logit\|"):
-        compress_model.fn(
-            model_dir, prepared, strict, output_dir=tmp_path / "v", parent_run_id=None
-        )
+
+
+def test_a_candidate_failing_parity_is_dropped_not_fatal(workspace, tmp_path):
+    # no reduced precision is this close to its source
+    result = _compress_parent_only(
+        workspace, tmp_path, {"compress.quant_parity_max_abs_logit": 1e-9}
+    )
+    assert {v.name for v in result.variants} == {"parent_fp32_ort", "parent_fp32_ov"}
+    assert result.chosen.name in {"parent_fp32_ort", "parent_fp32_ov"}
+    reason = result.rejected["parent_int8_dynamic_ort"]
+    assert reason.startswith("parity:") and "max |delta logit|" in reason
+    assert "parent_int8_dynamic_ort" in result.pareto_md
+    assert not (tmp_path / "v" / "parent_int8_dynamic_ort").exists()  # nothing half-kept
+
+
+def test_the_run_fails_only_when_no_candidate_passes(workspace, tmp_path):
+    impossible = {
+        "compress.precisions": ["fp32", "int8_dynamic"],
+        "compress.parity_max_abs_logit": 0.0,
+        "compress.parity_min_agreement": 1.01,
+        "compress.quant_parity_max_abs_logit": 0.0,
+    }
+    with pytest.raises(ParityError) as caught:
+        _compress_parent_only(workspace, tmp_path, impossible)
+    message = str(caught.value)
+    for name in ("parent_fp32_ort", "parent_fp32_ov", "parent_int8_dynamic_ort"):
+        assert name in message
 
 
 def test_fp16_conversion_keeps_io_types(result, tmp_path):
@@ -307,7 +393,7 @@ def test_fp16_conversion_keeps_io_types(result, tmp_path):
     from tasks.compress.variants import convert_fp16
 
     out = tmp_path / "fp16.onnx"
-    convert_fp16(Path(_variant(result, "fp32").onnx_dir) / "model.onnx", out)
+    convert_fp16(Path(_variant(result, "parent_fp32_ort").onnx_dir) / "model.onnx", out)
     model = onnx.load(str(out))
     onnx.checker.check_model(model)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)

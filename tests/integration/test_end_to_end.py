@@ -29,9 +29,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cold_run(project: Path, prefect_harness: None) -> Any:
-    """The first `training_flow` on the fresh project (what it returns: the run summary)."""
+    """The first `training_flow` on the fresh project (what it returns: the run summary).
+
+    Every reduced-precision candidate is forced to fail parity (no INT8/BF16 graph is within
+    1e-9 of its source): the run must drop them and still promote an FP32 one.
+    """
     from flows.training import training_flow
 
+    set_params(project, {"compress.quant_parity_max_abs_logit": 1e-9})
     return training_flow(project_root=str(project))
 
 
@@ -51,6 +56,8 @@ def champion(project: Path) -> Any:
 def test_cold_run_promotes_a_champion(project: Path, cold_run: Any) -> None:
     summary = cold_run
     assert summary.extra["gate"].startswith("promoted"), summary.render()
+    assert "parent_int8_dynamic_ort: parity:" in summary.extra["other candidates"]  # dropped
+    assert "_fp32_" in summary.extra["chosen variant"]  # ...and an FP32 candidate promoted
     version = champion(project)
     assert version.tags["data_md5_test"] == summary.data_md5["test"]
     assert version.tags["git_commit"] != "unknown"

@@ -1,15 +1,22 @@
-"""The variant table (tasks/compress/specs.py): every compress flag maps to one row, each row
-alone is what its flag turns on, and each row is judged by the right parity thresholds."""
+"""The search space (tasks/compress/specs.py): structures x (precision, runtime) pairs, each
+named once, filtered by the params and by what this machine can run, and each pair judged by
+the parity thresholds of its precision."""
 
 from __future__ import annotations
+
+from itertools import combinations
+from typing import Any, get_args
 
 import pytest
 
 from tasks.compress.specs import (
-    BASELINE_FLAG,
-    VARIANTS,
-    VariantSpec,
-    enabled_variants,
+    PAIRS,
+    PARENT,
+    STRUCTURES,
+    Pair,
+    candidate_name,
+    enabled_pairs,
+    enabled_structures,
     parity_thresholds,
 )
 from tests.params import params
@@ -17,74 +24,129 @@ from tuneline.config import CompressParams
 
 pytestmark = pytest.mark.unit
 
-FLAGS = sorted(name for name, f in CompressParams.model_fields.items() if f.annotation is bool)
-# the order the variants were always built in (MLflow child runs and refs follow it)
-ORDER = [
-    "int8_dynamic",
-    "int8_static",
-    "prune_unstructured",
-    "prune_structured",
-    "distilled",
-    "fp16",
-]
+EVERYTHING = {"onnxruntime", "openvino", "bf16", "cuda"}  # a machine that runs every pair
 
 
-def compress(**flags: bool) -> CompressParams:
-    return params("smoke", **{f"compress.{k}": v for k, v in flags.items()}).compress
+def allowed(field: str) -> set[str]:
+    """The values CompressParams accepts in a tuple[Literal[...], ...] field."""
+    literal = get_args(CompressParams.model_fields[field].annotation)[0]
+    return set(get_args(literal))
 
 
-def test_every_boolean_compress_flag_is_the_baseline_or_exactly_one_row():
-    flags = [spec.enabled_by for spec in VARIANTS]
-    assert len(flags) == len(set(flags))
-    assert sorted([BASELINE_FLAG, *flags]) == FLAGS
+def compress(**keys: Any) -> CompressParams:
+    return params("smoke", **{f"compress.{k}": v for k, v in keys.items()}).compress
 
 
-def test_rows_are_named_once_in_build_order():
-    assert [spec.name for spec in VARIANTS] == ORDER
+def all_on(**keys: Any) -> CompressParams:
+    """Every structure, precision and runtime enabled, then `keys` overridden."""
+    wide = {
+        "structures": sorted(allowed("structures")),
+        "precisions": sorted(allowed("precisions")),
+        "runtimes": sorted(allowed("runtimes")),
+    }
+    return compress(**{**wide, **keys})
 
 
-@pytest.mark.parametrize("spec", VARIANTS, ids=lambda s: s.name)
-def test_each_flag_alone_enables_its_row_only(spec: VariantSpec):
-    off = {flag: False for flag in FLAGS if flag != BASELINE_FLAG}
-    assert enabled_variants(compress(**{**off, spec.enabled_by: True})) == [spec]
+def keys(pairs: list[Pair]) -> list[str]:
+    return [pair.key for pair in pairs]
 
 
-def test_all_flags_off_builds_the_baseline_only_and_all_on_keeps_table_order():
-    flags = [flag for flag in FLAGS if flag != BASELINE_FLAG]
-    assert enabled_variants(compress(**dict.fromkeys(flags, False))) == []
-    assert enabled_variants(compress(**dict.fromkeys(flags, True))) == list(VARIANTS)
+def test_every_structure_and_pair_is_named_once_and_covers_the_params():
+    names = [row.name for row in STRUCTURES]
+    assert names[0] == PARENT
+    assert len(names) == len(set(names))
+    assert set(names) == allowed("structures")
+    assert len(keys(list(PAIRS))) == len(set(keys(list(PAIRS))))
+    assert {pair.precision for pair in PAIRS} == allowed("precisions")
+    assert {pair.runtime for pair in PAIRS} == allowed("runtimes")
+    everyone = [candidate_name(row.name, pair) for row in STRUCTURES for pair in PAIRS]
+    assert len(everyone) == len(set(everyone))
 
 
-def test_quantized_transforms_of_the_fp32_file_get_the_quant_thresholds():
-    # INT8/FP16 move logits legitimately and are compared with the FP32 PyTorch model; pruned
-    # and distilled models are compared with themselves and get the strict thresholds
-    for spec in VARIANTS:
-        assert spec.quant == (spec.from_fp32 is not None), spec.name
-    assert [s.name for s in VARIANTS if s.needs_cuda] == ["fp16"]
+def test_a_pair_is_named_by_precision_and_short_runtime():
+    by_key = {pair.key: pair for pair in PAIRS}
+    assert by_key["bf16_ov"].runtime == "openvino"
+    assert by_key["int8_dynamic_ort"].runtime == "onnxruntime"
+    assert candidate_name("distilled", by_key["int8_static_ov"]) == "distilled_int8_static_ov"
 
 
-def test_parity_thresholds_pick_the_quant_or_the_fp32_keys():
-    cp = params(
-        "smoke",
-        **{
-            "compress.parity_max_abs_logit": 0.001,
-            "compress.parity_min_agreement": 0.999,
-            "compress.quant_parity_max_abs_logit": 3.0,
-            "compress.quant_parity_min_agreement": 0.97,
-        },
-    ).compress
-    assert parity_thresholds(cp, quant=True) == {"max_abs_logit": 3.0, "min_agreement": 0.97}
-    assert parity_thresholds(cp, quant=False) == {"max_abs_logit": 0.001, "min_agreement": 0.999}
+@pytest.mark.parametrize(
+    ("wanted", "expected"),
+    [
+        (["parent"], ["parent"]),
+        (["pruned", "distilled"], ["parent", "distilled", "pruned"]),
+        (["sparse"], ["parent", "sparse"]),
+        (["sparse", "parent", "distilled"], ["parent", "distilled", "sparse"]),
+    ],
+)
+def test_enabled_structures_put_the_parent_first_even_when_omitted(wanted, expected):
+    assert [row.name for row in enabled_structures(compress(structures=wanted))] == expected
 
 
-def test_a_row_sets_exactly_one_way_of_building():
-    def make_file(ctx, out):
-        return {}
+def test_enabled_pairs_follow_the_precisions_and_runtimes():
+    pairs, skipped = enabled_pairs(all_on(), EVERYTHING)
+    assert pairs == list(PAIRS) and skipped == {}
+    cp = all_on(precisions=["fp32"], runtimes=["onnxruntime"])
+    assert enabled_pairs(cp, EVERYTHING) == ([p for p in PAIRS if p.key == "fp32_ort"], {})
+    cp = all_on(precisions=["int8_static", "bf16"], runtimes=["openvino"])
+    assert keys(enabled_pairs(cp, EVERYTHING)[0]) == ["bf16_ov", "int8_static_ov"]
 
-    def make_model(ctx):
-        return None, {}
 
-    with pytest.raises(ValueError, match="exactly one"):
-        VariantSpec("x", "m", "fp16", True)
-    with pytest.raises(ValueError, match="exactly one"):
-        VariantSpec("x", "m", "fp16", True, from_fp32=make_file, from_torch=make_model)
+@pytest.mark.parametrize(
+    ("lacks", "gone", "named"),
+    [
+        ("bf16", {"bf16_ov"}, "BF16"),
+        ("cuda", {"fp16_ort"}, "CUDA"),
+        ("openvino", {p.key for p in PAIRS if p.runtime == "openvino"}, "not installed"),
+    ],
+)
+def test_what_the_machine_lacks_is_skipped_with_its_reason(lacks, gone, named):
+    pairs, skipped = enabled_pairs(all_on(), EVERYTHING - {lacks})
+    assert set(skipped) == gone
+    assert all(why.startswith("skipped:") and named in why for why in skipped.values())
+    assert keys(pairs) == [p.key for p in PAIRS if p.key not in gone]  # table order kept
+
+
+def test_openvino_missing_outranks_bf16_present_and_unasked_pairs_are_not_skipped():
+    pairs, skipped = enabled_pairs(all_on(precisions=["fp32", "bf16"]), {"onnxruntime", "bf16"})
+    assert keys(pairs) == ["fp32_ort"]
+    assert set(skipped) == {"fp32_ov", "bf16_ov"}
+    assert "openvino is not installed" in skipped["bf16_ov"]
+    # fp16 not asked for: nothing to build and nothing to explain on a machine without CUDA
+    no_fp16 = sorted(allowed("precisions") - {"fp16"})
+    assert enabled_pairs(all_on(precisions=no_fp16), EVERYTHING - {"cuda"})[1] == {}
+
+
+def test_fp32_pairs_get_the_fp32_thresholds_and_reduced_ones_the_quant_ones():
+    cp = compress(
+        parity_max_abs_logit=0.001,
+        parity_min_agreement=0.999,
+        quant_parity_max_abs_logit=3.0,
+        quant_parity_min_agreement=0.97,
+    )
+    strict = {"max_abs_logit": 0.001, "min_agreement": 0.999}
+    loose = {"max_abs_logit": 3.0, "min_agreement": 0.97}
+    for pair in PAIRS:
+        assert pair.reduced == (pair.precision != "fp32"), pair.key
+        expected = loose if pair.precision != "fp32" else strict
+        assert parity_thresholds(cp, pair.reduced) == expected, pair.key
+
+
+def test_pairs_share_a_transform_key_exactly_when_they_share_a_transform():
+    for p, q in combinations(PAIRS, 2):
+        same = p.transform is q.transform
+        assert (p.transform_key() == q.transform_key()) == same, (p.key, q.key)
+    # OpenVINO's BF16 reads the FP32 file; its INT8 runs the same QDQ file as ORT's
+    assert {p.key for p in PAIRS if p.transform_key() == "fp32"} == {
+        "fp32_ort",
+        "fp32_ov",
+        "bf16_ov",
+    }
+    assert {p.key for p in PAIRS if p.transform_key() == "int8_static"} == {
+        "int8_static_ort",
+        "int8_static_ov",
+    }
+
+
+def test_only_the_cuda_pair_runs_on_the_gpu():
+    assert [p.key for p in PAIRS if p.use_gpu] == ["fp16_ort"]

@@ -12,12 +12,21 @@ pytestmark = pytest.mark.unit
 
 
 def test_summary_screen_names_everything() -> None:
-    fp32 = NS(name="fp32", method="export", metrics={"accuracy": 0.98, "latency_p95_ms": 9.0})
-    int8 = NS(
-        name="int8_dynamic", method="quantize", metrics={"accuracy": 0.98, "latency_p95_ms": 3.0}
+    fp32 = NS(
+        name="parent_fp32_ort",
+        method="finetuned+fp32",
+        metrics={"accuracy": 0.98, "latency_p95_ms": 9.0, "throughput": 100.0},
+    )
+    bf16 = NS(
+        name="distilled_bf16_ov",
+        method="kd_student+bf16",
+        metrics={"accuracy": 0.98, "latency_p95_ms": 3.0, "throughput": 800.0},
     )
     compressed = NS(
-        variants=(fp32, int8), chosen=int8, rejected={"fp32": "slower"}, pareto_md="| v | p95 |"
+        variants=(fp32, bf16),
+        chosen=bf16,
+        rejected={"parent_fp32_ort": "slower"},
+        pareto_md="| v | p95 |",
     )
     released = NS(
         outcome="promoted", reasons=("PASS floors",), name="m", champion="4", bento_tag="b:1"
@@ -36,8 +45,9 @@ def test_summary_screen_names_everything() -> None:
     for needle in (
         "abc",
         "0.9850",
-        "int8_dynamic",
-        "3.00x vs ONNX FP32",
+        "distilled_bf16_ov",
+        "3.00x lower p95 and 8.00x the rows/s of parent_fp32_ort",
+        "parent_fp32_ort: slower",
         "| v | p95 |",
         "promoted: PASS floors",
         "version 4",
