@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -47,7 +47,7 @@ def prefect_env() -> None:
             ensure_api(home / "logs" / "prefect-server.log", timeout)
 
 
-def fail(exc: TunelineError) -> None:
+def fail(exc: TunelineError) -> NoReturn:
     """Print a named error in red and exit 2: bad input is a message, never a traceback."""
     typer.secho(str(exc), fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)

@@ -2,14 +2,69 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from tuneline.config import load_params
+from tuneline.config import Params, load_params
 from tuneline.errors import PromotionRefused, TunelineError
 from tuneline.settings import use_project
+
+
+class UsageError(TunelineError):
+    """A command-line argument that names nothing: no such version, model or port."""
+
+
+def _settings(root: Path, profile: str | None) -> Params:
+    """The settings for a registry command; a bad profile or params.yaml is a named error."""
+    from flows.cli import fail
+
+    try:
+        return load_params(root, profile)
+    except TunelineError as exc:
+        fail(exc)
+
+
+def _registered(name: str, command: str) -> Any:
+    """The registered model `name`, or a one-line error saying none is registered yet."""
+    from mlflow.exceptions import MlflowException
+
+    from flows.cli import fail
+    from tuneline import registry
+
+    # a fresh project's first registry call creates the store, which MLflow logs at INFO
+    store_log = logging.getLogger("mlflow.store.db.utils")
+    level = store_log.level
+    store_log.setLevel(logging.WARNING)
+    try:
+        return registry.with_retries(lambda: registry.client().get_registered_model(name))
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        hint = "`tuneline run` registers one"
+        fail(UsageError(f"{command}: no model '{name}' is registered yet ({hint})"))
+    finally:
+        store_log.setLevel(level)
+
+
+def _check_version(name: str, version: str) -> None:
+    """Refuse a version that is no number, or that `name` does not have, in one line."""
+    from flows.cli import fail
+    from tuneline import registry
+
+    if not version.isdigit() or int(version) < 1:
+        fail(UsageError(f"promote: version must be a number (1, 2, ...), got {version!r}"))
+    _registered(name, f"promote {version}")
+    found = registry.with_retries(
+        lambda: registry.client().search_model_versions(f"name = '{name}'")
+    )
+    versions = sorted(int(v.version) for v in found)
+    if int(version) not in versions:
+        have = ", ".join(map(str, versions)) or "none"
+        fail(UsageError(f"promote: '{name}' has no version {version} (versions: {have})"))
 
 
 def promote(
@@ -22,6 +77,7 @@ def promote(
     from tuneline.runlock import project_lock
 
     use_project(root)
+    _check_version(_settings(root, profile).gate.registered_model, version)
     try:
         # a promotion builds Bentos and moves @champion: never beside a run of this project
         with project_lock(f"tuneline promote {version}"):
@@ -53,7 +109,8 @@ def rollback(
     from tasks.release.promote import rollback_champion
 
     use_project(root)
-    name = load_params(root, profile).gate.registered_model
+    name = _settings(root, profile).gate.registered_model
+    _registered(name, "rollback")
     move = rollback_champion(name)
     if move.outcome != "moved":
         typer.echo(f"nothing to roll back: champion is {move.from_version}")
@@ -68,12 +125,15 @@ def serve(
     port: int = typer.Option(None, help="port (default params.serve.port)"),
 ) -> None:
     """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
+    from flows.cli import fail
     from tasks.release.package import bentoml_env
     from tuneline import registry
     from tuneline.processes import run_foreground
 
     use_project(root)
-    params = load_params(root, profile)
+    params = _settings(root, profile)
+    if port is not None and not 1 <= port <= 65535:
+        fail(UsageError(f"serve: --port must be in 1-65535, got {port}"))
     name = params.gate.registered_model
     version = registry.alias_version(name, registry.CHAMPION)
     if version is None:

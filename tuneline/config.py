@@ -8,10 +8,11 @@ type; every violation is reported at once.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tuneline.errors import ConfigError
 from tuneline.source_location import source_location_problem
@@ -21,6 +22,8 @@ PARAMS_FILE = "params.yaml"
 PROFILES_DIR = "configs"
 # pydantic's error types for a key absent from params.yaml and a section that is no mapping
 _SHAPE_ERRORS = {"missing": "missing key '{}'", "model_type": "'{}' must be a mapping"}
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name in configs/, never a path
+Severity = Literal["error", "warning"]
 
 
 class _Frozen(BaseModel):
@@ -28,17 +31,55 @@ class _Frozen(BaseModel):
 
 
 class BaseParams(_Frozen):
-    seed: int
+    seed: int = Field(ge=0)
     profile: str
+
+
+class SeverityParams(_Frozen):
+    """What a failed check does: `error` stops the run at validation, `warning` is printed and
+    recorded and the run goes on. Checks without which training is impossible or meaningless
+    (row count, columns, label types, a class too small for every split, leakage, encoding,
+    the hard length and duplicate bounds) are always errors and are not listed."""
+
+    text_not_empty: Severity
+    text_not_whitespace: Severity
+    text_no_nul: Severity
+    label_in_set: Severity
+    label_case: Severity
+    min_class_share: Severity
+    duplicate_share: Severity
+    long_texts: Severity
 
 
 class ValidationParams(_Frozen):
     min_rows: int = Field(ge=1)
     min_chars: int = Field(ge=1)
     max_chars: int = Field(ge=1)
-    max_duplicate_rate: float = Field(ge=0, le=1)
-    min_class_share: float = Field(ge=0, le=1)
+    long_text_chars: int = Field(ge=1)
+    max_duplicate_rate: float = Field(ge=0, lt=1)
+    warn_duplicate_rate: float = Field(ge=0, lt=1)
+    min_class_share: float = Field(ge=0, lt=1)
     min_classes: int = Field(ge=2)
+    severity: SeverityParams
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationParams:
+        problems = []
+        if self.min_chars > self.max_chars:
+            problems.append(f"min_chars {self.min_chars} > max_chars {self.max_chars}")
+        if self.long_text_chars > self.max_chars:
+            problems.append(
+                f"long_text_chars {self.long_text_chars} > max_chars {self.max_chars} "
+                "(the warning would never show before the hard bound refuses)"
+            )
+        if self.warn_duplicate_rate > self.max_duplicate_rate:
+            problems.append(
+                f"warn_duplicate_rate {self.warn_duplicate_rate} > max_duplicate_rate "
+                f"{self.max_duplicate_rate}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class CleanParams(_Frozen):
@@ -58,6 +99,7 @@ class DataParams(_Frozen):
     text_col: str
     label_col: str
     labels: tuple[str, ...]
+    label_case: Literal["merge", "preserve"]
     max_rows: int = Field(ge=0)
     val_fraction: float = Field(gt=0, lt=1)
     test_fraction: float = Field(gt=0, lt=1)
@@ -65,11 +107,20 @@ class DataParams(_Frozen):
     clean: CleanParams
     augment: AugmentParams
 
+    @model_validator(mode="after")
+    def _train_left(self) -> DataParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} >= 1 "
+                "leaves no rows to train on"
+            )
+        return self
+
 
 class TrainParams(_Frozen):
     model: str
     epochs: float = Field(gt=0)
-    max_steps: int
+    max_steps: int = Field(ge=-1)  # -1 (or 0): the epochs decide
     batch_size: int = Field(ge=1)
     grad_accum: int = Field(ge=1)
     learning_rate: float = Field(gt=0)
@@ -106,10 +157,10 @@ class TrainParams(_Frozen):
 
 class CompressParams(_Frozen):
     opset: int = Field(ge=18)
-    parity_max_abs_logit: float
-    parity_min_agreement: float
-    quant_parity_max_abs_logit: float
-    quant_parity_min_agreement: float
+    parity_max_abs_logit: float = Field(gt=0)
+    parity_min_agreement: float = Field(ge=0, le=1)
+    quant_parity_max_abs_logit: float = Field(gt=0)
+    quant_parity_min_agreement: float = Field(ge=0, le=1)
     # the search space: structure x precision x runtime (tasks/compress/specs.py)
     structures: tuple[Literal["parent", "distilled", "pruned", "sparse"], ...] = Field(min_length=1)
     precisions: tuple[Literal["fp32", "bf16", "int8_dynamic", "int8_static", "fp16"], ...] = Field(
@@ -118,29 +169,29 @@ class CompressParams(_Frozen):
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = Field(min_length=1)
     search_keep: int = Field(ge=1)
     objective: Literal["throughput", "latency"]
-    calibration_rows: int
+    calibration_rows: int = Field(ge=1)
     sparsity: float = Field(ge=0, lt=1)
-    prune_finetune_steps: int
-    distill_layers: int
-    distill_temperature: float
-    distill_alpha: float
+    prune_finetune_steps: int = Field(ge=0)
+    distill_layers: int = Field(ge=1)
+    distill_temperature: float = Field(gt=0)
+    distill_alpha: float = Field(ge=0, le=1)
     distill_epochs: float = Field(gt=0)
-    distill_max_steps: int
+    distill_max_steps: int = Field(ge=0)  # 0: distill_epochs decide
     distill_eval_steps: int = Field(ge=1)
-    accuracy_budget: float
-    max_recall_drop: float
-    num_threads: int
-    bench_rows: int
+    accuracy_budget: float = Field(gt=0)  # a fraction of the parent's; > 1 only in tests
+    max_recall_drop: float = Field(ge=0, le=1)
+    num_threads: int = Field(ge=0)
+    bench_rows: int = Field(ge=1)
 
 
 class GateParams(_Frozen):
-    registered_model: str
-    min_accuracy: float
-    min_macro_f1: float
-    alpha: float
-    max_recall_drop: float
-    max_p95_latency_ms: float
-    max_size_mb: float
+    registered_model: str = Field(min_length=1)
+    min_accuracy: float = Field(ge=0, le=1)
+    min_macro_f1: float = Field(ge=0, le=1)
+    alpha: float = Field(gt=0, lt=1)
+    max_recall_drop: float = Field(ge=0, le=1)
+    max_p95_latency_ms: float = Field(gt=0)
+    max_size_mb: float = Field(gt=0)
     min_class_recall: float = Field(ge=0, le=1)
     latency_rows: int = Field(ge=1)
     smoke_timeout_s: float = Field(gt=0)
@@ -149,14 +200,14 @@ class GateParams(_Frozen):
 
 
 class ServeParams(_Frozen):
-    host: str
-    port: int
-    max_texts: int
-    max_chars: int
-    timeout_s: int
-    max_batch_size: int
-    max_latency_ms: int
-    max_concurrency: int
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    max_texts: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+    timeout_s: int = Field(ge=1)
+    max_batch_size: int = Field(ge=1)
+    max_latency_ms: int = Field(ge=1)
+    max_concurrency: int = Field(ge=1)
     num_threads: int = Field(ge=1)
     max_header_bytes: int = Field(ge=1)
 
@@ -231,6 +282,14 @@ def load_params(
     if missing:
         raise ConfigError(missing)
     name = profile or str(raw["base"]["profile"])
+    if name != "default" and not _PROFILE_NAME.fullmatch(name):
+        available = sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml"))
+        raise ConfigError(
+            [
+                f"profile '{name}' is not a profile name: a profile is the name of a file in "
+                f"{PROFILES_DIR}/ (available: default, {', '.join(available)})"
+            ]
+        )
     problems: list[str] = []
     merged = raw
     if name != "default":

@@ -65,6 +65,9 @@ def lineage_tags(root: Path | str = ".") -> dict[str, str]:
         tags[f"data_md5_{split}"] = md5
     result = validation_result(root)
     tags["data_validation"] = "passed" if result.get("success") else "missing_or_failed"
+    # checks that warned but let the run go on (data.validation.severity); details in the report
+    warned = sorted({str(w).split(":", 1)[0] for w in result.get("warnings", [])})
+    tags["data_validation_warnings"] = ", ".join(warned) or "none"
     return tags
 
 

@@ -5,6 +5,11 @@ mix, duplicate rate, class share, cross-split leakage) the aggregate is computed
 (tasks/data/derive.py) into a derived `_`-column and asserted with a plain GX expectation, so
 it still shows in Data Docs. GX is imported lazily (the import costs seconds);
 tasks/data/gx.py runs the suite.
+
+Each check is an error (the data cannot train a meaningful model: it stops the run) or a
+warning (risky: printed and recorded, the run goes on). `data.validation.severity` sets it for
+the checks where that is a choice; every other check is an error. The label checks are in
+tasks/data/label_checks.py.
 """
 
 from __future__ import annotations
@@ -19,14 +24,16 @@ import numpy as np
 import pandas as pd
 
 from tasks.data.derive import ROW, derive
-from tuneline.config import ValidationParams
+from tasks.data.labels import LabelMerge, normalise_labels
+from tuneline.config import DataParams, ValidationParams
 
 REQUIRED = ("text", "label")
 CONTROL_CHARS = r"[\x00-\x08\x0B-\x1F]"  # C0 controls except \t and \n
 TEXT_CHECKS = tuple(["text_not_null", "text_is_str", "text_not_empty", "text_not_whitespace"])
-TEXT_CHECKS += ("text_length", "text_no_nul")
-LABEL_CHECKS = tuple(["label_not_null", "label_in_set", "label_one_type", "min_classes"])
-LABEL_CHECKS += ("min_class_share",)
+TEXT_CHECKS += ("text_length", "long_texts", "text_no_nul")
+LABEL_CHECKS = tuple(["label_not_null", "label_scalar", "label_in_set", "label_case"])
+LABEL_CHECKS += ("label_one_type", "min_classes", "class_in_every_split", "min_class_share")
+ERROR, WARNING = "error", "warning"
 Describe = Callable[[dict[str, Any]], str]
 
 
@@ -38,6 +45,7 @@ class Check:
     expectation: Any  # a great_expectations Expectation (GX is imported lazily)
     describe: Describe  # GX result dict -> finding, e.g. "3 rows have empty text"
     examples: pd.Series | None = None  # rows to show where GX reports no row ids
+    severity: str = ERROR  # ERROR | WARNING
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Outcome:
     success: bool
     finding: str = ""
     rows: tuple[int, ...] = ()
+    severity: str = ERROR
 
 
 @dataclass
@@ -82,20 +91,44 @@ def _count(what: str) -> Describe:
     return lambda r: f"{r.get('unexpected_count', 0)} rows {what}"
 
 
-def _check(name: str, kind: str, describe: Describe, examples: Any = None, **kw: Any) -> Check:
+def severity_of(name: str, params: ValidationParams) -> str:
+    """The check's severity: `data.validation.severity.<name>`, else ERROR (not a choice)."""
+    return str(params.severity.model_dump().get(name, ERROR))
+
+
+def _check(
+    name: str,
+    kind: str,
+    describe: Describe,
+    examples: Any = None,
+    severity: str = ERROR,
+    **kw: Any,
+) -> Check:
     """`kind` is the GX class name without its `Expect` prefix, to keep the tables short."""
-    expectation = getattr(_gxe(), f"Expect{kind}")(**kw, meta={"check": name})
-    return Check(name, expectation, describe, examples)
+    # GX's own severity field shows the choice in Data Docs (GX calls an error "critical")
+    gx_severity = "warning" if severity == WARNING else "critical"
+    meta = {"check": name, "severity": severity}
+    expectation = getattr(_gxe(), f"Expect{kind}")(**kw, meta=meta, severity=gx_severity)
+    return Check(name, expectation, describe, examples, severity)
 
 
 def _text_checks(params: ValidationParams) -> list[Check]:
-    lo, hi = params.min_chars, params.max_chars
+    lo, hi, long = params.min_chars, params.max_chars, params.long_text_chars
+    sev = {n: severity_of(n, params) for n in TEXT_CHECKS}
 
     def lengths(r: dict[str, Any]) -> str:
         seen = sorted({int(v) for v in r.get("partial_unexpected_list", [])})
         return (
             f"{r.get('unexpected_count', 0)} rows have a text length outside [{lo}, {hi}] "
             f"characters (lengths: {fmt(seen)})"
+        )
+
+    def long_texts(r: dict[str, Any]) -> str:
+        seen = sorted({int(v) for v in r.get("partial_unexpected_list", [])})
+        return (
+            f"{r.get('unexpected_count', 0)} rows are longer than {long} characters "
+            f"(lengths: {fmt(seen)}); a model reads only its first tokens "
+            "(train.max_seq_len), and serving refuses texts over serve.max_chars"
         )
 
     def controls(r: dict[str, Any]) -> str:
@@ -119,100 +152,67 @@ def _text_checks(params: ValidationParams) -> list[Check]:
         c("text_is_str", "ColumnValuesToBeInSet", types,
           column="_text_type", value_set=["str"]),
         c("text_not_empty", "ColumnValuesToNotMatchRegex", _count("have empty text"),
-          column="text", regex=r"\A\Z"),
+          severity=sev["text_not_empty"], column="text", regex=r"\A\Z"),
         c("text_not_whitespace", "ColumnValuesToNotMatchRegex", _count("have whitespace-only text"),
-          column="text", regex=r"\A\s+\Z"),
+          severity=sev["text_not_whitespace"], column="text", regex=r"\A\s+\Z"),
         # on the length, not the text: a 1 MB text must not be copied into Data Docs
         c("text_length", "ColumnValuesToBeBetween", lengths,
           column="_text_length", min_value=lo, max_value=hi),
+        c("long_texts", "ColumnValuesToBeBetween", long_texts,
+          severity=sev["long_texts"], column="_text_length", max_value=long),
         c("text_no_nul", "ColumnValuesToNotMatchRegex", controls,
-          column="text", regex=CONTROL_CHARS),
+          severity=sev["text_no_nul"], column="text", regex=CONTROL_CHARS),
     ]  # fmt: skip
 
 
-def _label_checks(
-    frame: pd.DataFrame, params: ValidationParams, labels: Sequence[str]
-) -> list[Check]:
-    counts = frame["_label"].value_counts(dropna=True)
-    types = frame["_label_type"].value_counts(dropna=True)
-    rare_type = frame["_label_type"].isin(types.index[1:])
-    rare_class = frame["_class_share"] < params.min_class_share
+def _duplicate_checks(frame: pd.DataFrame, params: ValidationParams) -> list[Check]:
+    def finding(rate: float, what: str) -> Describe:
+        def describe(r: dict[str, Any]) -> str:
+            n = int(frame["_duplicate"].sum())
+            return (
+                f"{n / len(frame):.1%} of rows ({n} of {len(frame)}) repeat an earlier row "
+                f"exactly (same text and label), above {what} {rate:.1%}; cleaning drops them"
+            )
 
-    def outside(r: dict[str, Any]) -> str:
-        seen = _distinct(r.get("partial_unexpected_list", []))
-        return (
-            f"{r.get('unexpected_count', 0)} rows have labels outside {list(labels)}: "
-            f"{', '.join(seen[:5])}"
-        )
-
-    def mixed(r: dict[str, Any]) -> str:
-        parts = []
-        for name in types.index:
-            sample = frame.loc[frame["_label_type"] == name, "label"].head(2).tolist()
-            parts.append(f"{types[name]} {name} (e.g. {fmt(sample)})")
-        return f"labels mix {len(types)} Python types: " + "; ".join(parts)
-
-    def few_classes(r: dict[str, Any]) -> str:
-        return (
-            f"{r.get('observed_value')} distinct labels ({fmt(list(counts.index))}), "
-            f"need at least {params.min_classes}"
-        )
-
-    def rare(r: dict[str, Any]) -> str:
-        total = int(counts.sum())
-        small = [
-            f"{name!r} has {n} rows ({n / total:.1%})"
-            for name, n in counts.items()
-            if n / total < params.min_class_share
-        ]
-        return f"{'; '.join(small)}: below the minimum class share {params.min_class_share:.1%}"
-
-    c = _check
-    checks = [
-        c("label_not_null", "ColumnValuesToNotBeNull", _count("have no label"), column="_label")
-    ]
-    if labels:
-        allowed = list(labels)
-        checks += [
-            c("label_in_set", "ColumnValuesToBeInSet", outside, column="_label", value_set=allowed)
-        ]
-    checks += [
-        c("label_one_type", "ColumnUniqueValueCountToBeBetween", mixed, rare_type,
-          column="_label_type", max_value=1),
-        c("min_classes", "ColumnUniqueValueCountToBeBetween", few_classes,
-          column="_label", min_value=params.min_classes),
-        c("min_class_share", "ColumnValuesToBeBetween", rare, rare_class,
-          column="_class_share", min_value=params.min_class_share),
-    ]  # fmt: skip
-    return checks
-
-
-def _duplicate_check(frame: pd.DataFrame, params: ValidationParams) -> Check:
-    def finding(r: dict[str, Any]) -> str:
-        n = int(frame["_duplicate"].sum())
-        return (
-            f"{n / len(frame):.1%} of rows ({n} of {len(frame)}) repeat an earlier row exactly "
-            f"(same text and label), above {params.max_duplicate_rate:.1%}"
-        )
+        return describe
 
     # `mostly` says "at most this share may be duplicates" and, unlike a mean, passes on an
     # empty frame (min_rows reports that) and points at the duplicated rows.
-    return _check(
-        "duplicate_rate",
-        "ColumnValuesToBeInSet",
-        finding,
-        column="_duplicate",
-        value_set=[0],
-        mostly=round(1.0 - params.max_duplicate_rate, 12),
-    )
+    hard, warn = params.max_duplicate_rate, params.warn_duplicate_rate
+    return [
+        _check("duplicate_rate", "ColumnValuesToBeInSet", finding(hard, "the bound"),
+               column="_duplicate", value_set=[0], mostly=round(1.0 - hard, 12)),
+        _check("duplicate_share", "ColumnValuesToBeInSet", finding(warn, "the warning share"),
+               severity=severity_of("duplicate_share", params),
+               column="_duplicate", value_set=[0], mostly=round(1.0 - warn, 12)),
+    ]  # fmt: skip
 
 
-def build_suite(df: pd.DataFrame, params: ValidationParams, labels: Sequence[str] = ()) -> Suite:
-    """Every check that applies to `df`; checks needing a missing column are listed as skipped."""
+def build_suite(df: pd.DataFrame, data: DataParams, *, min_class_rows: int = 1) -> Suite:
+    """Every check that applies to `df`; checks needing a missing column are listed as skipped.
+
+    Args:
+        df: the rows as read (labels are normalised here, as prepare will).
+        data: the `data` settings: thresholds, severities, allowed labels, label case.
+        min_class_rows: the fewest distinct texts a class needs to be in every split
+            (tasks/data/prepare.py min_class_rows); 1 checks nothing.
+
+    Returns:
+        The suite: the derived frame, its checks, the ones skipped.
+    """
+    from tasks.data.label_checks import label_checks
+
+    params = data.validation
     columns = [str(c) for c in df.columns]
     twice = [c for c in REQUIRED if columns.count(c) > 1]
     usable = df.loc[:, [c for c in df.columns if str(c) not in twice]]
-    suite = Suite(frame=derive(usable))
+    merges: tuple[LabelMerge, ...] = ()
+    raw_labels = None
+    if "label" in usable.columns:
+        raw_labels = usable["label"]
+        normal, merges = normalise_labels(raw_labels, data.label_case, data.labels)
+        usable = usable.assign(label=normal)
+    suite = Suite(frame=derive(usable, raw_labels))
     frame = suite.frame
     for col in twice:  # a renamed column can collide with one already called text/label
         finding = f"column {col!r} appears {columns.count(col)} times (found columns: {columns})"
@@ -238,14 +238,15 @@ def build_suite(df: pd.DataFrame, params: ValidationParams, labels: Sequence[str
         suite.checks += _text_checks(params)
     else:
         suite.skipped += TEXT_CHECKS
+    labels = tuple(str(x) for x in data.labels)
     if "label" in frame:
-        suite.checks += _label_checks(frame, params, labels)
+        suite.checks += label_checks(frame, params, labels, merges, min_class_rows)
     else:
         suite.skipped += [c for c in LABEL_CHECKS if labels or c != "label_in_set"]
     if "_duplicate" in frame:
-        suite.checks.append(_duplicate_check(frame, params))
+        suite.checks += _duplicate_checks(frame, params)
     else:
-        suite.skipped.append("duplicate_rate")
+        suite.skipped += ["duplicate_rate", "duplicate_share"]
     return suite
 
 

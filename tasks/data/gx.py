@@ -99,12 +99,13 @@ def run_suite(suite: Suite, *, name: str, docs_dir: Path) -> list[Outcome]:
     for key, check in enumerate(suite.checks):
         res = by_key[key]
         if res.success:
-            outcomes.append(Outcome(check.name, True))
+            outcomes.append(Outcome(check.name, True, severity=check.severity))
             continue
         info = res.exception_info or {}
         if info.get("raised_exception"):
             finding = f"could not be evaluated ({info.get('exception_message')})"
         else:
             finding = check.describe(dict(res.result or {}))
-        outcomes.append(Outcome(check.name, False, finding, _rows(check, dict(res.result or {}))))
+        rows = _rows(check, dict(res.result or {}))
+        outcomes.append(Outcome(check.name, False, finding, rows, check.severity))
     return outcomes

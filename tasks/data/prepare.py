@@ -12,7 +12,9 @@ import pandas as pd
 
 from tasks.data.augment import Thesaurus, augment_train
 from tasks.data.clean import clean_frame
+from tasks.data.labels import normalise_labels
 from tuneline.config import DataParams
+from tuneline.errors import DataValidationError
 from tuneline.io import md5_file, write_json, write_parquet
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -41,6 +43,26 @@ def label_names(values: Sequence[Any], recipe: Mapping[str, Any]) -> tuple[list[
     return [to_name[v] for v in distinct], to_name
 
 
+def class_split(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of a class's `n` rows go to test and to val (train keeps the rest)."""
+    return max(1, round(n * test_fraction)), max(1, round(n * val_fraction))
+
+
+def min_class_rows(val_fraction: float, test_fraction: float) -> int:
+    """The fewest rows a class needs for the stratified split to leave one in train too.
+
+    Args:
+        val_fraction, test_fraction: `data.val_fraction`, `data.test_fraction` (sum < 1).
+
+    Returns:
+        3 for the default fractions (one row each for test, val and train).
+    """
+    n = 3
+    while n - sum(class_split(n, val_fraction, test_fraction)) < 1:
+        n += 1
+    return n
+
+
 def stratified_split(
     labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
@@ -53,23 +75,26 @@ def stratified_split(
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
-        n_test = max(1, round(len(idx) * test_fraction))
-        n_val = max(1, round(len(idx) * val_fraction))
+        n_test, n_val = class_split(len(idx), val_fraction, test_fraction)
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
     return {name: np.sort(np.concatenate(p)) for name, p in parts.items()}
 
 
-def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """At most `n` row indices keeping class proportions (the max_rows knob)."""
+def stratified_sample(labels: np.ndarray, n: int, seed: int, fewest: int = 2) -> np.ndarray:
+    """At most `n` row indices keeping class proportions (the max_rows knob).
+
+    Each class keeps at least `fewest` rows (min_class_rows), so a rare class still reaches
+    every split.
+    """
     if n <= 0 or n >= len(labels):
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
     keep = []
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
-        k = max(2, round(n * len(idx) / len(labels)))
+        k = max(fewest, round(n * len(idx) / len(labels)))
         keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
 
@@ -95,16 +120,30 @@ def prepare_splits(
         report_dir: where the leakage check writes its report.
 
     Raises:
-        DataValidationError: texts leak across splits (nothing is written then).
+        DataValidationError: texts leak across splits, or cleaning left a class too few rows
+            to reach every split (nothing is written then).
     """
     from tasks.data.validate import check_leakage
 
-    cleaned, counts = clean_frame(raw, params.clean)
+    labels, _ = normalise_labels(raw["label"], params.label_case, params.labels)
+    cleaned, counts = clean_frame(raw.assign(label=labels), params.clean)
     names, to_name = label_names(list(cleaned["label"]), recipe)
     ids = {name: i for i, name in enumerate(names)}
     cleaned["label"] = cleaned["label"].map(lambda v: ids[to_name[v]]).astype("int64")
-    keep = stratified_sample(cleaned["label"].to_numpy(), params.max_rows, seed)
+    fewest = min_class_rows(params.val_fraction, params.test_fraction)
+    keep = stratified_sample(cleaned["label"].to_numpy(), params.max_rows, seed, fewest)
     sampled = cleaned.iloc[keep].reset_index(drop=True)
+    sizes = sampled["label"].value_counts()
+    small = [f"{names[i]!r}: {n}" for i, n in sizes.items() if n < fewest]
+    if small:
+        # validation counted distinct raw texts; cleaning can merge more (HTML, spacing)
+        raise DataValidationError(
+            [
+                f"class_in_every_split: rows per class after cleaning {'; '.join(small)}: a "
+                "stratified split puts a row of each class in test, val and train, so a class "
+                f"needs {fewest}"
+            ]
+        )
     index = stratified_split(
         sampled["label"].to_numpy(), params.val_fraction, params.test_fraction, seed
     )

@@ -61,8 +61,8 @@ def stage_validate(root: Path, params: Params) -> None:
 
 def stage_prepare(root: Path, params: Params) -> None:
     from tasks.data.prepare import prepare_splits
+    from tasks.data.tables import read_table
     from tasks.data.thesaurus import load_thesaurus
-    from tuneline.io import read_table
 
     recipe = read_recipe(root)
     data = recipe_params(params.data, recipe)

@@ -12,9 +12,9 @@ import pytest
 from tasks.data.fetch import PinnedDistribution, fetch_distribution
 from tasks.data.ingest import BUILTINS, ingest_source
 from tasks.data.prepare import label_names
+from tasks.data.tables import read_table
 from tests.params import section
 from tuneline.errors import IngestError
-from tuneline.io import read_table
 
 pytestmark = pytest.mark.data
 PYPI = "https://pypi.org/simple"
@@ -55,7 +55,7 @@ def test_no_network_gives_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
         fetch_distribution(dist, "http://127.0.0.1:9/simple")
 
 
-@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "json", "parquet"])
 def test_user_files_with_custom_columns(tmp_path: Path, fmt: str) -> None:
     df = pd.DataFrame({"body": ["a b", "c d", "NA", "x"], "tag": ["pos", "neg", "pos", "neg"]})
     src = tmp_path / f"mine.{fmt}"
@@ -63,10 +63,13 @@ def test_user_files_with_custom_columns(tmp_path: Path, fmt: str) -> None:
         df.to_csv(src, index=False)
     elif fmt == "jsonl":
         df.to_json(src, orient="records", lines=True)
+    elif fmt == "json":
+        df.to_json(src, orient="records")  # one JSON array of records
     else:
         df.to_parquet(src)
     params = section("data", source=str(src), text_col="body", label_col="tag")
     result = ingest_source(params, raw_dir=tmp_path / "raw", index_url=PYPI)
+    assert Path(result.path).name == f"dataset.{fmt}"
     back = read_table(result.path, "body", "tag")
     assert list(back["text"]) == ["a b", "c d", "NA", "x"]  # "NA" is text, not missing
     names, _ = label_names(list(back["label"]), result.recipe)

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tasks.data.tables import read_table
 from tasks.data.validate import (
     SUMMARY,
     ValidationResult,
@@ -23,7 +24,6 @@ from tasks.data.validate import (
 )
 from tuneline.config import DataParams, load_params
 from tuneline.errors import DataValidationError
-from tuneline.io import read_table
 
 pytestmark = [pytest.mark.data, pytest.mark.timeout(300)]
 
@@ -108,12 +108,12 @@ BAD_CASES = {
     "control_char": (mutate(lambda r: _set(r, (9,), "text", "bell\x07here")), "text_no_nul"),
     "one_mb_text": (mutate(lambda r: _set(r, (2,), "text", "spam " * 210_000)), "text_length"),
     "single_class": (mutate(lambda r: _set(r, tuple(range(80)), "label", "ham")), "min_classes"),
-    "rare_class": (
+    "class_of_one": (
         [
             *mutate(lambda r: _set(r, tuple(i for i in range(80) if i % 3 == 0), "label", "ham")),
             {"text": "claim your free prize", "label": "spam"},
         ],
-        "min_class_share",
+        "class_in_every_split",
     ),
     "duplicates": (base_rows()[:50] + base_rows()[:30], "duplicate_rate"),
 }
@@ -253,7 +253,7 @@ def test_run_validation_never_raises_and_a_clean_file_passes(
     params: DataParams, tmp_path: Path
 ) -> None:
     garbage = pd.DataFrame({"text": [None, 3.5, ""], "label": [[1], None, float("nan")]})
-    result = run_validation(garbage, params.validation, name="garbage", report_dir=tmp_path / "g")
+    result = run_validation(garbage, params, name="garbage", report_dir=tmp_path / "g")
     assert not result.success and "min_rows" in checks_named(list(result.failures))
     path = write(tmp_path / "clean.csv", base_rows())
     assert validate_file(path, params, report_dir=tmp_path / "file").success

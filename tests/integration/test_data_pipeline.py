@@ -49,10 +49,12 @@ def test_bad_user_data_stops_at_validation(tmp_path: Path) -> None:
     bad.write_text(
         "text,label\n" + "".join(f"row {i},{'eggs' if i % 7 else 'x'}\n" for i in range(60))
     )
-    # a single class dominating plus a tiny one: class-share check fails
+    # a single class dominating plus a tiny one: the class-share check, made an error here
+    # (by default it only warns), fails
     params = yaml.safe_load((ws / "params.yaml").read_text())
     params["data"]["source"] = str(bad)
     params["data"]["validation"]["min_class_share"] = 0.3
+    params["data"]["validation"]["severity"]["min_class_share"] = "error"
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     proc = dvc(ws, "repro")
     assert proc.returncode != 0

@@ -136,9 +136,69 @@ def test_no_work_at_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
     monkeypatch.chdir(tmp_path)
     code = (
-        "import tuneline.config, tuneline.settings, flows.cli, flows.training, "
-        "tasks.data.prepare"
+        "import tuneline.config, tuneline.settings, flows.cli, flows.training, tasks.data.prepare"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing created
     importlib.import_module("tuneline.settings")
+
+
+def test_every_out_of_bounds_value_is_named_at_once(project: Path) -> None:
+    # the values a new user tried (issue 14): each would have failed later, or never
+    bad = {
+        "data.val_fraction": 1.2,
+        "data.validation.max_duplicate_rate": 1.0,
+        "serve.port": 99999,
+        "serve.max_texts": -1,
+        "gate.min_accuracy": 1.5,
+        "compress.calibration_rows": 0,
+        "base.seed": -1,
+    }
+    with pytest.raises(ConfigError) as info:
+        load_params(project, overrides=bad)
+    named = {p.split("'")[1] for p in info.value.problems}
+    assert named == set(bad), info.value.problems
+    port = next(p for p in info.value.problems if "serve.port" in p)
+    assert "65535" in port
+
+
+def test_val_and_test_fractions_must_leave_a_train_split(project: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_params(project, overrides={"data.val_fraction": 0.6, "data.test_fraction": 0.5})
+    (problem,) = info.value.problems
+    assert problem.startswith("'data'") and "leaves no rows to train on" in problem
+    assert load_params(project, overrides={"data.val_fraction": 0.4, "data.test_fraction": 0.5})
+
+
+def test_warning_thresholds_sit_under_the_hard_bounds(project: Path) -> None:
+    overrides = {
+        "data.validation.warn_duplicate_rate": 0.3,
+        "data.validation.long_text_chars": 10**6,
+    }
+    with pytest.raises(ConfigError) as info:
+        load_params(project, overrides=overrides)
+    message = str(info.value)
+    assert "warn_duplicate_rate 0.3 > max_duplicate_rate 0.2" in message
+    assert "long_text_chars 1000000 > max_chars 100000" in message
+
+
+def test_a_severity_is_error_or_warning_and_only_for_listed_checks(project: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_params(project, overrides={"data.validation.severity.min_class_share": "ignore"})
+    assert "data.validation.severity.min_class_share" in str(info.value)
+    # a check without which training is meaningless has no severity to set
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.validation\.severity\.min_rows'"):
+        load_params(project, overrides={"data.validation.severity.min_rows": "warning"})
+
+
+@pytest.mark.parametrize("name", ["../params", "configs/smoke", "/etc/passwd", ".hidden", ""])
+def test_a_profile_is_a_name_from_configs(project: Path, name: str) -> None:
+    if name == "":
+        assert load_params(project, name).base.profile == "default"  # empty: params.yaml's own
+        return
+    with pytest.raises(ConfigError) as info:
+        load_params(project, name)
+    assert info.value.problems == [
+        f"profile '{name}' is not a profile name: a profile is the name of a file in configs/ "
+        "(available: default, gpu, smoke)"
+    ]

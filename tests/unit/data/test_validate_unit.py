@@ -68,3 +68,17 @@ def test_result_to_dict_is_json_ready() -> None:
     assert record["failures"] == ["min_rows: 0 rows, need at least 20"]
     assert record["checks_run"] == ["min_rows"]
     assert result.data_docs.endswith("data_docs/index.html")
+
+
+def test_validation_warnings_reach_every_runs_lineage_tags(tmp_path) -> None:
+    from tuneline.lineage import VALIDATION_REPORT, lineage_tags
+
+    report = tmp_path / VALIDATION_REPORT
+    report.parent.mkdir(parents=True)
+    warnings = ["min_class_share: 'x' has 6 rows (1.5%)", "label_case: 2 rows ... -> 'spam'"]
+    report.write_text(json.dumps({"success": True, "warnings": warnings}))
+    tags = lineage_tags(tmp_path)
+    assert tags["data_validation"] == "passed"
+    assert tags["data_validation_warnings"] == "label_case, min_class_share"
+    report.write_text(json.dumps({"success": True, "warnings": []}))
+    assert lineage_tags(tmp_path)["data_validation_warnings"] == "none"
