@@ -9,7 +9,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from tuneline.errors import TunelineError
+from tuneline.errors import IngestError, TunelineError
 
 app = typer.Typer(
     help="tuneline: labelled text in, a validated, compressed, ONNX-served classifier out.",
@@ -53,6 +53,18 @@ def fail(exc: TunelineError) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def _check_data_file(path: Path) -> None:
+    """`--data` names a readable file of a supported format, or the run stops in one line."""
+    from tasks.data.tables import file_format
+
+    if not path.is_file():
+        fail(IngestError(f"--data {path}: no such file (or a built-in: sms_spam, movie_reviews)"))
+    try:
+        file_format(path)
+    except IngestError as exc:
+        fail(exc)
+
+
 @app.command()
 def run(
     profile: Annotated[
@@ -84,6 +96,8 @@ def run(
         updates["base.profile"] = profile
     if data is not None:
         builtin = data in ("sms_spam", "movie_reviews")
+        if not builtin:
+            _check_data_file(Path(data))
         updates["data.source"] = data if builtin else str(Path(data).resolve())
     if text_col is not None:
         updates["data.text_col"] = text_col

@@ -56,7 +56,9 @@ def stage_validate(root: Path, params: Params) -> None:
     summary["report_dir"] = None  # machine-specific; kept out so the output is reproducible
     summary["source_sha256"] = recipe["sha256"]
     write_json(root / VALIDATED_DIR / "report.json", summary)
-    print(f"validation passed: {result.n_rows} rows; report in {report_dir}")
+    warned = sorted({w.split(":", 1)[0] for w in result.warnings})
+    also = f" with {len(warned)} warning(s): {', '.join(warned)}" if warned else ""
+    print(f"validation passed{also}: {result.n_rows} rows; report in {report_dir}")
 
 
 def stage_prepare(root: Path, params: Params) -> None:

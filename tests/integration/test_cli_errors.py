@@ -81,3 +81,16 @@ def test_a_profile_is_a_name_from_configs_not_a_path(project: Path, command: lis
     assert proc.returncode == 2 and "Traceback" not in out, out
     assert "profile '../params' is not a profile name" in out and "available: default" in out
     assert (project / "params.yaml").read_text() == before
+
+
+def test_run_with_a_data_file_that_is_not_there_or_not_a_table(
+    project: Path, tmp_path: Path
+) -> None:
+    before = (project / "params.yaml").read_text()
+    line = one_line(tuneline(project, "run", "--data", str(tmp_path / "nope.csv")))
+    assert line.startswith("--data ") and "nope.csv: no such file" in line
+    notes = tmp_path / "notes.txt"
+    notes.write_text("text,label\n")
+    line = one_line(tuneline(project, "run", "--data", str(notes)))
+    assert "unsupported format '.txt'" in line
+    assert (project / "params.yaml").read_text() == before
