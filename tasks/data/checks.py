@@ -195,7 +195,7 @@ def build_suite(df: pd.DataFrame, data: DataParams, *, min_class_rows: int = 1) 
         df: the rows as read (labels are normalised here, as prepare will).
         data: the `data` settings: thresholds, severities, allowed labels, label case.
         min_class_rows: the fewest distinct texts a class needs to be in every split
-            (tasks/data/prepare.py min_class_rows); 1 checks nothing.
+            (tasks/data/prepare.py MIN_CLASS_ROWS); 1 checks nothing.
 
     Returns:
         The suite: the derived frame, its checks, the ones skipped.

@@ -18,6 +18,7 @@ from tuneline.errors import DataValidationError
 from tuneline.io import md5_file, write_json, write_parquet
 
 SPLIT_NAMES = ("train", "val", "test")
+MIN_CLASS_ROWS = len(SPLIT_NAMES)  # a class needs one row in each split (class_split)
 
 
 @dataclass(frozen=True)
@@ -44,23 +45,20 @@ def label_names(values: Sequence[Any], recipe: Mapping[str, Any]) -> tuple[list[
 
 
 def class_split(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """How many of a class's `n` rows go to test and to val (train keeps the rest)."""
-    return max(1, round(n * test_fraction)), max(1, round(n * val_fraction))
+    """How many of a class's `n` rows go to test and to val; train keeps the rest.
 
-
-def min_class_rows(val_fraction: float, test_fraction: float) -> int:
-    """The fewest rows a class needs for the stratified split to leave one in train too.
-
-    Args:
-        val_fraction, test_fraction: `data.val_fraction`, `data.test_fraction` (sum < 1).
-
-    Returns:
-        3 for the default fractions (one row each for test, val and train).
+    Each held-out split gets at least one row. Rounding both up can leave train nothing (4
+    rows at 0.45/0.45 would be 2 + 2), so the larger held-out part gives rows back until train
+    has one: from MIN_CLASS_ROWS rows on, every split holds the class. A large class is never
+    changed by that (its train share is far above one row).
     """
-    n = 3
-    while n - sum(class_split(n, val_fraction, test_fraction)) < 1:
-        n += 1
-    return n
+    n_test, n_val = max(1, round(n * test_fraction)), max(1, round(n * val_fraction))
+    while n_test + n_val >= n and max(n_test, n_val) > 1:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_test, n_val
 
 
 def stratified_split(
@@ -85,7 +83,7 @@ def stratified_split(
 def stratified_sample(labels: np.ndarray, n: int, seed: int, fewest: int = 2) -> np.ndarray:
     """At most `n` row indices keeping class proportions (the max_rows knob).
 
-    Each class keeps at least `fewest` rows (min_class_rows), so a rare class still reaches
+    Each class keeps at least `fewest` rows (MIN_CLASS_ROWS), so a rare class still reaches
     every split.
     """
     if n <= 0 or n >= len(labels):
@@ -130,7 +128,7 @@ def prepare_splits(
     names, to_name = label_names(list(cleaned["label"]), recipe)
     ids = {name: i for i, name in enumerate(names)}
     cleaned["label"] = cleaned["label"].map(lambda v: ids[to_name[v]]).astype("int64")
-    fewest = min_class_rows(params.val_fraction, params.test_fraction)
+    fewest = MIN_CLASS_ROWS
     keep = stratified_sample(cleaned["label"].to_numpy(), params.max_rows, seed, fewest)
     sampled = cleaned.iloc[keep].reset_index(drop=True)
     sizes = sampled["label"].value_counts()

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tasks.data.checks import WARNING, Suite, build_suite, leakage_suite
 from tasks.data.gx import run_suite
-from tasks.data.prepare import min_class_rows
+from tasks.data.prepare import MIN_CLASS_ROWS
 from tasks.data.tables import read_table
 from tuneline.config import DataParams
 from tuneline.errors import DataValidationError
@@ -163,16 +163,14 @@ def run_validation(
     Args:
         df: the rows, as `tasks.data.tables.read_table` returns them.
         data: the `data` settings: thresholds and severities (`data.validation`), allowed
-            labels (compared as `str(label)`; empty allows any), label case, and the split
-            fractions every class must survive.
+            labels (compared as `str(label)`; empty allows any) and label case.
         name: dataset name for the report (letters, digits, `_-.`).
         report_dir: where Data Docs and summary.json go.
 
     Returns:
         The result; `failures` lists every failed error check, `warnings` every warning.
     """
-    fewest = min_class_rows(data.val_fraction, data.test_fraction)
-    suite = build_suite(df, data, min_class_rows=fewest)
+    suite = build_suite(df, data, min_class_rows=MIN_CLASS_ROWS)
     return _report(suite, name=name, report_dir=report_dir, n_rows=len(df))
 
 

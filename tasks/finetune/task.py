@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.finetune.budget import Budget, plan_budget, steps_used
 from tasks.finetune.checkpoints import latest_complete, list_checkpoints, remove_partial
 from tasks.finetune.evaluate import evaluate_model, plot_confusion
 from tasks.finetune.launcher import per_device_batch, run_training, world_size
@@ -42,12 +43,14 @@ _LAYOUT_KEYS = {"nproc", "nnodes", "node_rank", "rdzv_endpoint", "num_threads"}
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """The MLflow run, the final model directory and its test metrics (accuracy, macro_f1,
-    per-class precision/recall/f1, majority_baseline, train_wall_s)."""
+    """The MLflow run, the final model directory, its test metrics (accuracy, macro_f1,
+    per-class precision/recall/f1, majority_baseline, train_wall_s) and the training budget it
+    was given and used, in words (for the run summary)."""
 
     run_id: str
     model_dir: str
     metrics: dict[str, float]
+    budget: str
 
 
 def read_labels(prepared_dir: Path) -> list[str]:
@@ -88,7 +91,13 @@ def _flat(prefix: str, obj: Any) -> dict[str, str]:
 
 
 def _open_run(
-    client: Any, output_dir: Path, params: Params, project_root: Path, fp: str, resume: Path | None
+    client: Any,
+    output_dir: Path,
+    params: Params,
+    project_root: Path,
+    fp: str,
+    resume: Path | None,
+    budget: Budget,
 ) -> str:
     """Reuse the run recorded for a resumable `output_dir`, else create and describe a new one."""
     record = output_dir / "run.json"
@@ -106,6 +115,7 @@ def _open_run(
     flat.update(_flat("train", params.train.model_dump()))
     flat["train.per_device_batch"] = str(per_device_batch(params.train))
     flat["train.world_size"] = str(world_size(params.train))
+    flat.update(budget.as_params())
     items = [Param(k, v) for k, v in sorted(flat.items())]
     for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
         client.log_batch(run_id, params=items[start : start + 100])
@@ -193,31 +203,42 @@ def finetune_classifier(
     tokenizer_dir = (
         tiny_tokenizer(prepared_dir, params, labels) if params.train.model == TINY else None
     )
+    train_rows = len(pd.read_parquet(prepared_dir / "train.parquet", columns=["label"]))
+    budget = plan_budget(train_rows, params.train)
+    print(f"fine-tune budget: {budget.describe()}")
     spec_path = output_dir / "spec.json"
     if params.train.node_rank > 0:
-        spec = _spec(prepared_dir, params, output_dir, labels, "", "", None, tokenizer_dir)
+        spec = _spec(prepared_dir, params, budget, output_dir, labels, "", "", None, tokenizer_dir)
         write_json(spec_path, spec)
         run_training(spec_path, params.train, output_dir / "train.log", project_root)
-        return FinetuneResult(run_id="", model_dir="", metrics={})
+        return FinetuneResult(run_id="", model_dir="", metrics={}, budget=budget.describe())
     fp = fingerprint(params, prepared_dir, labels)
     resume = _prepare_checkpoints(output_dir, fp)
     settings = get_settings()
     settings.root.mkdir(parents=True, exist_ok=True)  # the sqlite store's folder
     uri = settings.tracking_uri
     client = MlflowClient(uri)
-    run_id = _open_run(client, output_dir, params, project_root, fp, resume)
-    spec = _spec(prepared_dir, params, output_dir, labels, run_id, uri, resume, tokenizer_dir)
+    run_id = _open_run(client, output_dir, params, project_root, fp, resume, budget)
+    spec = _spec(
+        prepared_dir, params, budget, output_dir, labels, run_id, uri, resume, tokenizer_dir
+    )
     write_json(spec_path, spec)
     started = time.perf_counter()
     try:
         run_training(spec_path, params.train, output_dir / "train.log", project_root)
         wall = time.perf_counter() - started
+        used = steps_used(client, run_id, output_dir, budget)
         metrics = score_and_log(client, run_id, prepared_dir, output_dir, labels, wall)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return FinetuneResult(run_id=run_id, model_dir=str(output_dir / "model"), metrics=metrics)
+    return FinetuneResult(
+        run_id=run_id,
+        model_dir=str(output_dir / "model"),
+        metrics=metrics,
+        budget=f"{budget.describe()}; {used}",
+    )
 
 
 def score_and_log(
@@ -266,6 +287,7 @@ def score_and_log(
 def _spec(
     prepared_dir: Path,
     params: Params,
+    budget: Budget,
     output_dir: Path,
     labels: list[str],
     run_id: str,
@@ -278,6 +300,7 @@ def _spec(
         "prepared_dir": str(prepared_dir.resolve()),
         "output_dir": str(output_dir.resolve()),
         "params": params.model_dump(mode="json"),
+        "budget": asdict(budget),  # what the Trainer is given: epochs, max_steps
         "labels": labels,
         "run_id": run_id,
         "tracking_uri": tracking_uri,

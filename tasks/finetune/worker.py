@@ -139,8 +139,8 @@ def training_args(spec: dict[str, Any], params: Params, world: int) -> TrainingA
         per_device_train_batch_size=per_device,
         per_device_eval_batch_size=max(per_device, 32),
         gradient_accumulation_steps=tp.grad_accum,
-        num_train_epochs=tp.epochs,
-        max_steps=tp.max_steps,
+        num_train_epochs=spec["budget"]["epochs"],  # tasks/finetune/budget.py planned them
+        max_steps=spec["budget"]["max_steps"],
         learning_rate=tp.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=tp.warmup_ratio,  # a float < 1 is a ratio of the total steps in 5.x
@@ -222,7 +222,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any] | None:
         progress,
     ]
     if tp.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tp.early_stopping_patience))
+        stop = EarlyStoppingCallback(
+            early_stopping_patience=tp.early_stopping_patience,
+            early_stopping_threshold=tp.early_stopping_threshold,
+        )
+        callbacks.append(stop)
     weights = class_weights(train_df["label"].tolist(), len(labels)) if tp.loss != "ce" else None
     trainer = WeightedLossTrainer(
         model=model,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.data.prepare import min_class_rows, prepare_splits
+from tasks.data.prepare import MIN_CLASS_ROWS, prepare_splits
 from tasks.data.tables import read_table
 from tasks.data.validate import SUMMARY, validate_file
 from tests.params import params as load
@@ -94,7 +94,7 @@ def test_a_class_of_two_rows_is_refused_saying_why(data: DataParams, tmp_path: P
         validate_file(path, data, report_dir=tmp_path / "report")
     message = next(f for f in info.value.failures if f.startswith("class_in_every_split"))
     assert "'food': 2" in message and "test, val and train" in message and "needs 3" in message
-    assert min_class_rows(data.val_fraction, data.test_fraction) == 3
+    assert MIN_CLASS_ROWS == 3
 
 
 def test_fewer_rows_after_cleaning_are_refused_in_prepare(data: DataParams, tmp_path: Path) -> None:
