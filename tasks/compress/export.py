@@ -30,6 +30,7 @@ from serving.predictor import (
     VARIANT_FILE,
     OnnxTextClassifier,
 )
+from tasks.compress.noise import quiet
 from tuneline.errors import ParityError
 from tuneline.io import atomic_dir, write_json
 from tuneline.models import encode
@@ -78,7 +79,7 @@ def export_raw(model: Any, tokenizer: Any, path: Path, opset: int) -> None:
     sample = encode(tokenizer, ["export sample text for tracing", "short"], 16)
     args = tuple(torch.from_numpy(sample[name]) for name in INPUT_NAMES)
     batch, seq = Dim("batch", min=1, max=4096), Dim("sequence", min=2, max=4096)
-    with torch.no_grad():
+    with torch.no_grad(), quiet():
         program = torch.onnx.export(
             _LogitsOnly.wrap(model),
             args,

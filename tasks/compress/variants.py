@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.compress.noise import quiet
 from tuneline.models import encode
 
 
@@ -115,13 +116,14 @@ def quantize_dynamic_int8(fp32_onnx: Path, out: Path) -> None:
     """INT8 dynamic quantization of the MatMul/Gemm weights (activations quantized at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        fp32_onnx,
-        out,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=False,
-        weight_type=QuantType.QInt8,
-    )
+    with quiet():
+        quantize_dynamic(
+            fp32_onnx,
+            out,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=False,
+            weight_type=QuantType.QInt8,
+        )
 
 
 class TextCalibrationReader:
@@ -159,18 +161,19 @@ def quantize_static_int8(
     class Reader(TextCalibrationReader, CalibrationDataReader):
         pass
 
-    quantize_static(
-        fp32_onnx,
-        out,
-        Reader(tokenizer, calib_texts, max_length),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"ActivationSymmetric": True},
-    )
+    with quiet():
+        quantize_static(
+            fp32_onnx,
+            out,
+            Reader(tokenizer, calib_texts, max_length),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True},
+        )
 
 
 def convert_fp16(fp32_onnx: Path, out: Path) -> None:
