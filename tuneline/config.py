@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuneline.errors import ConfigError
 from tuneline.source_location import source_location_problem
@@ -213,9 +213,20 @@ class ServeParams(_Frozen):
 
 
 class RetrainParams(_Frozen):
-    cron: str
-    deployment: str
+    cron: str = Field(pattern=r"^\S+( \S+){4}$")  # five fields: minute hour day month weekday
+    deployment: str = Field(min_length=1)
     timezone: str
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. UTC)") from exc
+        return value
 
 
 class Params(_Frozen):

@@ -153,6 +153,8 @@ def test_every_out_of_bounds_value_is_named_at_once(project: Path) -> None:
         "gate.min_accuracy": 1.5,
         "compress.calibration_rows": 0,
         "base.seed": -1,
+        "retrain.cron": "0 3 * *",
+        "retrain.timezone": "Mars/Olympus",
     }
     with pytest.raises(ConfigError) as info:
         load_params(project, overrides=bad)
