@@ -119,7 +119,9 @@ class DataParams(_Frozen):
 
 class TrainParams(_Frozen):
     model: str
-    epochs: float = Field(gt=0)
+    epochs: float = Field(ge=0)  # 0 = auto (tasks/finetune/budget.py)
+    min_steps: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
     max_steps: int = Field(ge=-1)  # -1 (or 0): the epochs decide
     batch_size: int = Field(ge=1)
     grad_accum: int = Field(ge=1)
@@ -128,6 +130,7 @@ class TrainParams(_Frozen):
     weight_decay: float = Field(ge=0)
     max_seq_len: int = Field(ge=8)
     early_stopping_patience: int = Field(ge=0)
+    early_stopping_threshold: float = Field(ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"]
     gradient_checkpointing: bool
     freeze_embeddings: bool
