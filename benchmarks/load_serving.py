@@ -261,11 +261,27 @@ class Loader:
         words_per_text: int = 40,
         timeout_s: float = 10.0,
         max_connections: int = 512,
+        texts: Sequence[str] | None = None,
+        payloads: int = 64,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.payloads = [
-            {"texts": make_texts(texts_per_request, words_per_text, seed=i)} for i in range(64)
-        ]
+        # Synthetic texts of `words_per_text` words, or requests drawn in order from `texts`
+        # (e.g. the test split's, for its real length mix).
+        if texts:
+            self.payloads = [
+                {
+                    "texts": [
+                        texts[(i * texts_per_request + j) % len(texts)]
+                        for j in range(texts_per_request)
+                    ]
+                }
+                for i in range(payloads)
+            ]
+        else:
+            self.payloads = [
+                {"texts": make_texts(texts_per_request, words_per_text, seed=i)}
+                for i in range(payloads)
+            ]
         url = urlsplit(self.base_url)
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self.requests = []

@@ -48,6 +48,34 @@ class Prediction:
     probabilities: dict[str, float]
 
 
+# A bucket of a length-sorted batch grows while its longest text has at most BUCKET_RATIO x
+# the tokens of its shortest, or while it holds fewer than BUCKET_MIN_ROWS texts (one more
+# runtime call costs about as much as a few rows, so tiny buckets do not pay).
+BUCKET_RATIO = 2.0
+BUCKET_MIN_ROWS = 8
+
+
+def length_buckets(lengths: np.ndarray) -> list[np.ndarray]:
+    """Row indices of a batch grouped by token length, shortest first.
+
+    Args:
+        lengths: tokens per row.
+
+    Returns:
+        Index arrays that together hold every row once; each is run padded to its longest.
+    """
+    order = np.argsort(lengths, kind="stable")
+    buckets, start = [], 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or (
+            i - start >= BUCKET_MIN_ROWS
+            and lengths[order[i]] > BUCKET_RATIO * lengths[order[start]]
+        ):
+            buckets.append(order[start:i])
+            start = i
+    return buckets
+
+
 def _variant_info(model_dir: Path) -> dict[str, Any]:
     variant = model_dir / VARIANT_FILE
     if not variant.exists():
@@ -274,6 +302,13 @@ class OnnxTextClassifier:
         Returns:
             The feeds the graph takes, by input name.
         """
+        return self._graph_feeds(self._encode_all(texts, pad_to_max=pad_to_max))
+
+    def _graph_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v for k, v in feeds.items() if k in self._input_names}
+
+    def _encode_all(self, texts: Sequence[str], *, pad_to_max: bool) -> dict[str, np.ndarray]:
+        # ids and mask both, whatever the graph takes: ordering by length reads the mask
         if self._fast:
             encodings = self._tokenizer.encode_batch(list(texts))
             ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
@@ -293,8 +328,7 @@ class OnnxTextClassifier:
             )
             ids = np.asarray(enc["input_ids"], dtype=np.int64)
             mask = np.asarray(enc["attention_mask"], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        return {k: v for k, v in feeds.items() if k in self._input_names}
+        return {"input_ids": ids, "attention_mask": mask}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Logits for already-encoded inputs (what the timing functions measure).
@@ -313,17 +347,34 @@ class OnnxTextClassifier:
 
         Args:
             texts: the texts.
-            batch_size: texts per session run; None runs them all at once (the caller, e.g.
-                the Bento's adaptive batcher, already chose the batch).
+            batch_size: texts per session run; None: the caller (e.g. the Bento's adaptive
+                batcher) already chose the batch, which is tokenized once and run in
+                `length_buckets` (short texts do not pay for the padding of long ones).
 
         Returns:
             The logits, in input order.
         """
         if not texts:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        step = batch_size or len(texts)
-        chunks = [self.run(self.encode(texts[i : i + step])) for i in range(0, len(texts), step)]
-        return np.concatenate(chunks, axis=0)
+        if batch_size:
+            step = batch_size
+            chunks = [
+                self.run(self.encode(texts[i : i + step])) for i in range(0, len(texts), step)
+            ]
+            return np.concatenate(chunks, axis=0)
+        feeds = self._encode_all(texts, pad_to_max=False)
+        mask = feeds["attention_mask"]
+        out: np.ndarray | None = None
+        for rows in length_buckets(mask.sum(axis=1)):
+            # The columns some row of the bucket attends to: its own longest padding, on
+            # whichever side the tokenizer pads.
+            cols = mask[rows].any(axis=0)
+            part = self.run(self._graph_feeds({k: v[rows][:, cols] for k, v in feeds.items()}))
+            if out is None:
+                out = np.empty((len(texts), part.shape[1]), dtype=np.float32)
+            out[rows] = part
+        assert out is not None
+        return out
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities [len(texts), num_labels], float64.

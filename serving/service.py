@@ -7,7 +7,11 @@ params.yaml is their one source, so a missing file or limit stops the service at
 
 BentoML provides /livez, /healthz, /readyz (ready once the model is loaded, via __is_ready__)
 and /metrics, which already holds request latency histograms and the adaptive batch size
-histogram; this module adds an input length histogram and a predicted-label counter.
+histogram; this module adds an input length histogram, a predicted-label counter and the
+result cache's hits, misses and size (serving/cache.py).
+Per-request work BentoML does besides serving (an access log line, OpenTelemetry spans) is off
+unless serve.access_log / serve.tracing turn it on; serve.workers processes each run the
+runtime on serve.num_threads threads (package time resolves both from the cores).
 Requests pass two guards (serving/guard.py): RouteGuard outside all of BentoML's middlewares
 (GuardedService), RequestGuard inside them (add_asgi_middleware).
 """
@@ -23,6 +27,7 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import BaseModel, Field, StringConstraints
 
+from serving.cache import ResultCache, model_version, prometheus_exporter
 from serving.guard import RequestGuard, RouteGuard, routed_paths
 from serving.predictor import OnnxTextClassifier
 
@@ -37,8 +42,12 @@ LIMITS = (
     "max_batch_size",
     "max_latency_ms",
     "max_concurrency",
+    "workers",
     "num_threads",
     "max_header_bytes",
+    "cache_size",
+    "access_log",
+    "tracing",
 )
 LENGTH_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -98,6 +107,12 @@ BATCHING: dict[str, Any] = (
 )
 
 
+# Tracing off: every URL excluded, so BentoML's OpenTelemetry middleware (always installed)
+# passes requests straight through instead of opening spans nobody samples. On: BentoML's
+# tracing settings (exporter, sample rate) from $BENTOML_CONFIG apply.
+TRACING: dict[str, Any] = {} if CONFIG["tracing"] else {"excluded_urls": ".*"}
+
+
 class PredictionOut(BaseModel):
     label: str
     label_id: int
@@ -123,6 +138,7 @@ def _metrics() -> dict[str, Any]:
             "Predicted labels (a drift signal)",
             labelnames=["label"],
         )
+        _METRICS["cache"] = prometheus_exporter()
     return _METRICS
 
 
@@ -149,7 +165,9 @@ class GuardedService(bentoml.Service[Any]):
         "timeout": int(CONFIG["timeout_s"]) + 5,
         "max_concurrency": int(CONFIG["max_concurrency"]),
     },
-    workers=1,
+    workers=int(CONFIG["workers"]),
+    logging={"access": {"enabled": bool(CONFIG["access_log"])}},
+    tracing=TRACING,
 )
 class Classifier:
     """Text classifier over the bundled ONNX variant."""
@@ -157,6 +175,9 @@ class Classifier:
     def __init__(self) -> None:
         self.model = OnnxTextClassifier(model_dir(), num_threads=int(CONFIG["num_threads"]))
         self.metrics = _metrics()
+        self.cache: ResultCache[PredictionOut] = ResultCache(
+            int(CONFIG["cache_size"]), model_version(model_dir()), self.metrics["cache"]
+        )
         # Everything loaded so far lives as long as the worker: move it out of the collector's
         # sight, so full collections stay short instead of pausing every request in flight.
         gc.collect()
@@ -168,13 +189,16 @@ class Classifier:
     @bentoml.api(route="/predict", **BATCHING)
     def predict(self, texts: Texts) -> list[PredictionOut]:
         """Classify texts: one {label, label_id, probabilities} per text, in order."""
-        preds = self.model.predict(texts)
-        for text, pred in zip(texts, preds, strict=True):
+        answers = self.cache.answer(texts, self._compute)
+        for text, answer in zip(texts, answers, strict=True):
             self.metrics["length"].observe(len(text))
-            self.metrics["label"].labels(label=pred.label).inc()
+            self.metrics["label"].labels(label=answer.label).inc()
+        return answers
+
+    def _compute(self, texts: list[str]) -> list[PredictionOut]:
         return [
             PredictionOut(label=p.label, label_id=p.label_id, probabilities=p.probabilities)
-            for p in preds
+            for p in self.model.predict(texts)
         ]
 
 

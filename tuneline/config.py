@@ -211,8 +211,12 @@ class ServeParams(_Frozen):
     max_batch_size: int = Field(ge=1)
     max_latency_ms: int = Field(ge=1)
     max_concurrency: int = Field(ge=1)
-    num_threads: int = Field(ge=1)
+    workers: int = Field(ge=0)  # 0 = derived from the cores when packaged
+    num_threads: int = Field(ge=0)  # 0 = derived from the cores when packaged
     max_header_bytes: int = Field(ge=1)
+    cache_size: int = Field(ge=0)  # 0 = no result cache
+    access_log: bool
+    tracing: bool
 
 
 class RetrainParams(_Frozen):

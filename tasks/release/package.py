@@ -27,7 +27,7 @@ from tuneline.processes import run_child
 from tuneline.settings import get_settings
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
-SERVING_FILES = ("__init__.py", "service.py", "guard.py", "predictor.py")
+SERVING_FILES = ("__init__.py", "service.py", "guard.py", "predictor.py", "cache.py")
 BUILD_TIMEOUT_S = 300
 SERVE_CONFIG = "serve_config.json"  # serving/service.py reads its limits from it, and only it
 
@@ -57,18 +57,58 @@ def bentoml_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_serve_config(path: Path | str, serve: ServeParams) -> Path:
+def machine_cores() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def split_cores(workers: int, num_threads: int, cores: int) -> tuple[int, int]:
+    """Workers and runtime threads per worker, 0s derived from `cores`.
+
+    Both 0: one single-threaded worker per core (Python's per-request work then runs on
+    every core too, not only the runtime's); one 0: the cores divided by the other, at
+    least 1.
+
+    Args:
+        workers: serve.workers (0 = derive).
+        num_threads: serve.num_threads (0 = derive).
+        cores: the cores to split.
+
+    Returns:
+        (workers, num_threads), both >= 1.
+    """
+    cores = max(1, cores)
+    if workers == 0 and num_threads == 0:
+        return cores, 1
+    if workers == 0:
+        return max(1, cores // num_threads), num_threads
+    if num_threads == 0:
+        return workers, max(1, cores // workers)
+    return workers, num_threads
+
+
+def write_serve_config(path: Path | str, serve: ServeParams, *, cores: int | None = None) -> Path:
     """Write params.serve as the file the service reads its limits from (it has no defaults).
+
+    serve.workers and serve.num_threads set to 0 are resolved here, from the cores of this
+    machine, and written resolved; the file also records `cores` and which were derived.
 
     Args:
         path: where: a Bento's staging directory, or what $TUNELINE_SERVE_CONFIG names for
             the service served from source.
         serve: the limits, from the loaded params.
+        cores: the cores to split; default those this process may run on.
 
     Returns:
         `path`.
     """
-    write_json(path, serve.model_dump())
+    cores = machine_cores() if cores is None else cores
+    workers, threads = split_cores(serve.workers, serve.num_threads, cores)
+    derived = [k for k in ("workers", "num_threads") if getattr(serve, k) == 0]
+    config = {**serve.model_dump(), "workers": workers, "num_threads": threads}
+    write_json(path, {**config, "cores": cores, "derived_from_cores": derived})
     return Path(path)
 
 

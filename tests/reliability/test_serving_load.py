@@ -43,6 +43,9 @@ P99_BOUND_MS = 100.0
 # Accepted requests under 3x overload: bounded by the queue BentoML admits (max_concurrency)
 # times the batch service time; far below the 30 s request timeout.
 OVERLOAD_P99_CEILING_MS = 5000.0
+# The server gets one CPU: one worker on one runtime thread (0s would split the packager's
+# cores), and no result cache: the generator repeats 64 payloads, which would all be hits.
+ONE_CORE = {"workers": 1, "num_threads": 1, "cache_size": 0}
 
 
 class Served:
@@ -78,7 +81,7 @@ def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: Non
     env = {"TUNELINE_API_TOKEN": TOKEN}
     log = tiny.base / "serve-short.log"
     target = "serving.service:Classifier"
-    config = write_serve_config(tiny.base / "serve-short.json", tiny.params)
+    config = write_serve_config(tiny.base / "serve-short.json", tiny.params, **ONE_CORE)
     with served(
         target, log, model_dir=tiny.variant, serve_config=config, env=env, cpus=SERVER_CPUS
     ) as url:
@@ -96,13 +99,73 @@ def test_load_short_sheds_without_server_errors(tiny: Served, pinned_loader: Non
     assert phases["recovery_70pct"]["accepted"] >= 0.9 * phases["recovery_70pct"]["sent"]
 
 
+def cache_counts(metrics: str) -> dict[str, float]:
+    """tuneline_cache_{hits_total,misses_total,size} from a /metrics page."""
+    found = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("tuneline_cache_") and not line.startswith("#"):
+            found[name.removeprefix("tuneline_cache_")] = float(value)
+    return found
+
+
+def test_cached_answer_is_the_fresh_answer_byte_for_byte(tiny: Served) -> None:
+    """Over HTTP: the miss, the hit and a cache-off server's answer are the same bytes; the
+    hits, misses and size show on /metrics; no access log line unless serve.access_log."""
+    import httpx
+
+    body = {"texts": ["win a free cash prize now call 0906", "lunch at the office?"]}
+    answers: dict[str, list[bytes]] = {}
+    for mode, cache_size, access_log in (("cache_on", 64, False), ("cache_off", 0, True)):
+        config = write_serve_config(
+            tiny.base / f"serve-{mode}.json",
+            tiny.params,
+            **{**ONE_CORE, "cache_size": cache_size, "access_log": access_log},
+        )
+        log = tiny.base / f"serve-{mode}.log"
+        target = "serving.service:Classifier"
+        with (
+            served(target, log, model_dir=tiny.variant, serve_config=config) as url,
+            httpx.Client(base_url=url, timeout=60) as client,
+        ):
+            answers[mode] = [client.post("/predict", json=body).content for _ in range(3)]
+            # one of them again, beside a new text: answered from the cache, in order
+            mixed = client.post("/predict", json={"texts": ["new text", body["texts"][1]]})
+            counts = cache_counts(client.get("/metrics").text)
+        if cache_size:
+            assert counts == {"hits_total": 5.0, "misses_total": 3.0, "size": 3.0}, counts
+        else:
+            assert counts.get("hits_total", 0.0) == 0.0 and counts.get("size", 0.0) == 0.0
+        assert mixed.json()[1] == httpx.Response(200, content=answers[mode][0]).json()[1]
+        access_lines = [line for line in log.read_text().splitlines() if "/predict" in line]
+        assert bool(access_lines) == access_log, access_lines[:3]
+    fresh, hit, again = answers["cache_on"]
+    assert fresh == hit == again == answers["cache_off"][0]
+
+
+def test_a_batch_runs_in_length_buckets_and_answers_in_order(tiny: Served) -> None:
+    """Texts of very different lengths in one call: each answer is the one it gets alone."""
+    import numpy as np
+
+    from serving.predictor import OnnxTextClassifier, length_buckets
+
+    model = OnnxTextClassifier(tiny.variant, num_threads=1)
+    texts = [" ".join(["cash prize"] * n) for n in (40, 1, 25, 3, 60, 2, 2, 8, 1, 30, 5, 4)] * 3
+    lengths = model.encode(texts)["attention_mask"].sum(axis=1)
+    assert len(length_buckets(lengths)) > 1  # the case tested really is bucketed
+    batched = model.logits(texts)
+    alone = np.concatenate([model.logits([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_load_profile_sheds_without_server_errors_and_recovers(
     bento: Served, pinned_loader: None
 ) -> None:
     log = bento.base / "serve-profile.log"
     env = {"TUNELINE_API_TOKEN": TOKEN}
-    with served(bento.tag, log, env=env, cpus=SERVER_CPUS) as url:
+    config = write_serve_config(bento.base / "serve-profile.json", bento.params, **ONE_CORE)
+    with served(bento.tag, log, env=env, serve_config=config, cpus=SERVER_CPUS) as url:
         result = load_serving.run(
             load_serving.run_profile(url, token=TOKEN, phase_s=10.0, burst=200)
         )
@@ -211,7 +274,9 @@ def test_http_vs_inprocess_and_batching_on_vs_off(tmp_path: Path, pinned_loader:
         "inprocess_ort_texts_per_s": inproc,
     }
     for mode, batch in (("batching_on", max_batch), ("batching_off", 1)):
-        config = write_serve_config(tmp_path / f"serve-{mode}.json", params, max_batch_size=batch)
+        config = write_serve_config(
+            tmp_path / f"serve-{mode}.json", params, max_batch_size=batch, **ONE_CORE
+        )
         log = tmp_path / f"serve-{mode}.log"
         with served(tag, log, env=env, serve_config=config, cpus=SERVER_CPUS) as url:
             results[mode] = sweep(url, texts_per_request=1)

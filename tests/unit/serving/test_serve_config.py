@@ -57,7 +57,9 @@ def test_service_reads_the_written_limits_and_names_what_is_missing(tmp_path: Pa
     proc = python(PROBE, str(missing), str(partial), serve_config=written)
     assert proc.returncode == 0, proc.stderr[-3000:]
     seen = json.loads(proc.stdout.splitlines()[-1])
-    assert seen["config"] == {key: serve.model_dump()[key] for key in seen["limits"]}
+    on_disk = json.loads(written.read_text())
+    assert seen["config"] == {key: on_disk[key] for key in seen["limits"]}
+    assert set(seen["limits"]) <= set(serve.model_dump())
     assert seen["config"]["max_texts"] == 7 and seen["config"]["max_header_bytes"] == 4096
     absent, lacking = seen["errors"]
     assert f"serve config {missing} not found" in absent
@@ -71,3 +73,14 @@ def test_service_without_a_serve_config_does_not_start(tmp_path: Path) -> None:
     proc = python("import serving.service", serve_config=tmp_path / "none.json")
     assert proc.returncode != 0
     assert f"ServeConfigError: serve config {tmp_path / 'none.json'} not found" in proc.stderr
+
+
+def test_zero_workers_and_threads_are_resolved_and_recorded(tmp_path: Path) -> None:
+    serve = params(**{"serve.workers": 0, "serve.num_threads": 0}).serve
+    written = json.loads(write_serve_config(tmp_path / "a.json", serve, cores=6).read_text())
+    assert (written["workers"], written["num_threads"]) == (6, 1)
+    assert written["cores"] == 6 and written["derived_from_cores"] == ["workers", "num_threads"]
+    serve = params(**{"serve.workers": 2, "serve.num_threads": 0}).serve
+    written = json.loads(write_serve_config(tmp_path / "b.json", serve, cores=6).read_text())
+    assert (written["workers"], written["num_threads"]) == (2, 3)
+    assert written["derived_from_cores"] == ["num_threads"]
