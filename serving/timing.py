@@ -42,7 +42,19 @@ def latency_ms(
         start = time.perf_counter()
         call(item)
         times.append((time.perf_counter() - start) * 1000.0)
-    arr = np.asarray(times or [0.0])
+    return latency_summary(times)
+
+
+def latency_summary(times_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99 of per-call times in milliseconds (what `latency_ms` returns).
+
+    Args:
+        times_ms: one figure per call.
+
+    Returns:
+        {"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"}; zeros for no calls.
+    """
+    arr = np.asarray(list(times_ms) or [0.0])
     return {
         "latency_p50_ms": float(np.percentile(arr, 50)),
         "latency_p95_ms": float(np.percentile(arr, 95)),

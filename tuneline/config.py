@@ -185,6 +185,7 @@ class CompressParams(_Frozen):
     max_recall_drop: float = Field(ge=0, le=1)
     num_threads: int = Field(ge=0)
     bench_rows: int = Field(ge=1)
+    bench_rounds: int = Field(ge=1)
 
 
 class GateParams(_Frozen):

@@ -2,9 +2,11 @@
 
 Each enabled structure (tasks/compress/specs.py) is made in PyTorch and exported once to a
 fused FP32 ONNX file; each (precision, runtime) pair transforms that file and runs it. Every
-candidate is scored through the runtime that would serve it: rows/s at the serving batch size
-on the test texts as they are (their real lengths), whose logits also give its accuracy and
-its parity with its structure's PyTorch model, then p95 latency at batch 1.
+candidate is evaluated through the runtime that would serve it on the test texts as they are
+(their real lengths), at the serving batch size: its accuracy and its parity with its
+structure's PyTorch model. Speed (rows/s at the serving batch size, p95 latency at batch 1) is
+measured for all candidates together in interleaved rounds (`time_variants`): the parent's
+before the other structures are ranked on them, and everyone's again at the end.
 
 The parent is searched first over every pair; a smaller structure only gets the parent's
 `compress.search_keep` fastest pairs inside the accuracy budget (the others are dominated on
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,7 @@ from serving.predictor import (
     openvino_bf16,
     runtime_available,
 )
-from serving.timing import latency_ms, throughput
+from serving.timing import latency_summary, throughput
 from tasks.compress.export import (
     check_parity,
     export_fp32,
@@ -178,11 +181,20 @@ def search_candidates(
         teacher_logits = _reference_logits(ctx, teacher)
         search = Search(reference=_metrics(ctx, teacher_logits))
         for structure in enabled_structures(params.compress):
-            todo = pairs if structure.name == PARENT else _kept(ctx, search, pairs, structure)
+            if structure.name == PARENT:
+                todo = pairs
+            else:
+                if not any("throughput" in c.scores for c in search.passed):
+                    _time(ctx, search.passed)  # the parent's pairs, ranked for the others
+                todo = _kept(ctx, search, pairs, structure)
             for key, why in unavailable.items():
                 search.skipped[f"{structure.name}_{key}"] = why
             known = teacher_logits if structure.name == PARENT else None
             _search_structure(ctx, structure, todo, search, known)
+        _time(ctx, search.passed)  # every candidate again, together: the figures selection uses
+        for c in search.passed:
+            info = json.loads((c.dir / VARIANT_FILE).read_text("utf-8"))
+            write_json(c.dir / VARIANT_FILE, {**info, "metrics": c.scores})
         return search
     finally:
         torch.set_num_threads(threads)
@@ -325,6 +337,93 @@ def _write(
     return target
 
 
+def evaluate_variant(
+    variant_dir: Path,
+    test: tuple[Sequence[str], Sequence[int]],
+    labels: Sequence[str],
+    params: Params,
+    *,
+    use_gpu: bool = False,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Quality of one variant directory through its runtime: every test text once, in batches
+    of the serving batch size, in file order (their real lengths).
+
+    Args:
+        variant_dir: the variant.
+        test: the test split (texts, class ids).
+        labels: class names.
+        params: settings (compress.num_threads, serve.max_batch_size).
+        use_gpu: run on CUDA.
+
+    Returns:
+        (scores, logits): accuracy, macro-F1, per-class precision/recall/F1 and the file size
+        in MB; the logits, on which accuracy and parity are measured.
+    """
+    clf = OnnxTextClassifier(variant_dir, num_threads=params.compress.num_threads, use_gpu=use_gpu)
+    _, logits = throughput(clf, test[0], batch_size=params.serve.max_batch_size)
+    quality = classification_metrics(test[1], logits.argmax(-1).tolist(), labels)
+    quality.pop("confusion")
+    scores = {k: float(v) for k, v in quality.items()}
+    scores["size_mb"] = (variant_dir / MODEL_FILE).stat().st_size / 2**20
+    return scores, logits
+
+
+def time_variants(
+    variants: dict[str, tuple[Path, bool]], texts: Sequence[str], params: Params
+) -> dict[str, dict[str, float]]:
+    """Speed of several variants measured together, in interleaved rounds.
+
+    Each variant is loaded once and run once untimed on every input it will be timed on (as a
+    serving worker after its first requests: OpenVINO compiles each new input shape on first
+    use). Then, compress.bench_rounds times, every variant in turn runs its share of the
+    first compress.bench_rows texts at the serving batch size, then one at a time, so a
+    change in the machine's load meets every variant alike (the machine is shared).
+
+    Args:
+        variants: name -> (variant directory, run on CUDA).
+        texts: the test texts (their real lengths).
+        params: settings (compress.bench_rows, bench_rounds, num_threads; serve.max_batch_size).
+
+    Returns:
+        name -> {"throughput": rows/s over all rounds, "latency_p50_ms", "latency_p95_ms",
+        "latency_p99_ms"} (model time only: tokenizing costs every variant the same).
+    """
+    cp, batch = params.compress, params.serve.max_batch_size
+    rows = list(texts[: cp.bench_rows])
+    shares = [rows[r :: cp.bench_rounds] for r in range(cp.bench_rounds)]
+    clfs = {
+        name: OnnxTextClassifier(path, num_threads=cp.num_threads, use_gpu=gpu)
+        for name, (path, gpu) in variants.items()
+    }
+    batches = {
+        name: [[c.encode(s[i : i + batch]) for i in range(0, len(s), batch)] for s in shares]
+        for name, c in clfs.items()
+    }
+    singles = {name: [[c.encode([t]) for t in s] for s in shares] for name, c in clfs.items()}
+    for name, clf in clfs.items():  # warm-up: every shape once
+        for feed in [f for share in batches[name] + singles[name] for f in share]:
+            clf.run(feed)
+    seconds = dict.fromkeys(clfs, 0.0)
+    times: dict[str, list[float]] = {name: [] for name in clfs}
+    for r in range(cp.bench_rounds):
+        for name, clf in clfs.items():
+            start = time.perf_counter()
+            for feed in batches[name][r]:
+                clf.run(feed)
+            seconds[name] += time.perf_counter() - start
+            for feed in singles[name][r]:
+                start = time.perf_counter()
+                clf.run(feed)
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return {
+        name: {
+            "throughput": len(rows) / seconds[name] if seconds[name] > 0 else 0.0,
+            **latency_summary(times[name]),
+        }
+        for name in clfs
+    }
+
+
 def score_variant(
     variant_dir: Path,
     test: tuple[Sequence[str], Sequence[int]],
@@ -333,41 +432,21 @@ def score_variant(
     *,
     use_gpu: bool = False,
 ) -> tuple[dict[str, float], np.ndarray]:
-    """Score one variant directory through its runtime with compress.num_threads threads.
-
-    Args:
-        variant_dir: the variant.
-        test: the test split (texts, class ids), run in file order: their real lengths.
-        labels: class names.
-        params: settings (compress.num_threads, compress.bench_rows, serve.max_batch_size).
-        use_gpu: run on CUDA.
+    """`evaluate_variant` and `time_variants` for one variant on its own.
 
     Returns:
-        (scores, logits): accuracy, macro-F1, per-class precision/recall/F1, "throughput"
-        (rows/s at the serving batch size over the first compress.bench_rows texts, model
-        time only), p50/p95/p99 latency at batch 1 over the same texts (both timed after an
-        untimed pass over them), the file size in MB; and the logits of every test text at the
-        serving batch size (what accuracy and parity are measured on).
+        (quality and speed scores, the logits).
     """
-    cp = params.compress
-    texts, y = test
-    clf = OnnxTextClassifier(variant_dir, num_threads=cp.num_threads, use_gpu=use_gpu)
-    batch = params.serve.max_batch_size
-    # every text once: the logits (accuracy, parity); this pass also warms the runtime up on
-    # the shapes it will see (OpenVINO compiles each new input shape on first use)
-    _, logits = throughput(clf, texts, batch_size=batch)
-    # timed warm, as a serving worker runs after its first requests
-    rows_per_s, _ = throughput(clf, texts[: cp.bench_rows], batch_size=batch)
-    quality = classification_metrics(y, logits.argmax(-1).tolist(), labels)
-    quality.pop("confusion")
-    singles = [clf.encode([text]) for text in texts[: cp.bench_rows]]
-    scores = {
-        **{k: float(v) for k, v in quality.items()},
-        **latency_ms(clf.run, singles, warmup=len(singles)),
-        "throughput": rows_per_s,
-        "size_mb": (variant_dir / MODEL_FILE).stat().st_size / 2**20,
-    }
-    return scores, logits
+    scores, logits = evaluate_variant(variant_dir, test, labels, params, use_gpu=use_gpu)
+    speed = time_variants({"one": (variant_dir, use_gpu)}, test[0], params)["one"]
+    return {**scores, **speed}, logits
+
+
+def _time(ctx: BuildContext, candidates: Sequence[Candidate]) -> None:
+    """Measure `candidates` together and put their speed into their scores."""
+    speed = time_variants({c.name: (c.dir, c.use_gpu) for c in candidates}, ctx.test[0], ctx.params)
+    for c in candidates:
+        c.scores.update(speed[c.name])
 
 
 def _score(
@@ -379,7 +458,9 @@ def _score(
     reference: np.ndarray,
 ) -> Candidate:
     info = json.loads((target / VARIANT_FILE).read_text("utf-8"))
-    scores, logits = score_variant(target, ctx.test, ctx.labels, ctx.params, use_gpu=pair.use_gpu)
+    scores, logits = evaluate_variant(
+        target, ctx.test, ctx.labels, ctx.params, use_gpu=pair.use_gpu
+    )
     parity = parity_stats(reference, logits)
     dropped = None
     try:
@@ -396,7 +477,7 @@ def _score(
         shutil.rmtree(target, ignore_errors=True)
     else:
         verdict = {**parity, "passed": True}  # judged here, under the pair's thresholds
-        write_json(target / VARIANT_FILE, {**info, "metrics": scores, "parity": verdict})
+        write_json(target / VARIANT_FILE, {**info, "parity": verdict})  # metrics: once timed
     return Candidate(
         name=info["name"],
         structure=structure.name,

@@ -167,17 +167,18 @@ def pareto_markdown(
         f"| PyTorch parent | parent | fp32 | torch | {reference.get(ACCURACY_KEY, 0):.4f} "
         f"| {reference.get('macro_f1', 0):.4f} | | | | | | reference |",
     ]
-    order = sorted(scores, key=lambda n: -_speed(scores[n], objective))
+    key = objective_key(objective)  # candidates dropped before timing have no speed: last
+    order = sorted(
+        scores, key=lambda n: -_speed(scores[n], objective) if key in scores[n] else 1e300
+    )
     order += [n for n in rows if n not in scores]
     for name in order:
         row, m = rows.get(name, {}), scores.get(name)
         decision = "**chosen**" if name == chosen else decisions.get(name, "")
-        numbers = (
-            f"{m.get('accuracy', 0):.4f} | {m.get('macro_f1', 0):.4f} "
-            f"| {m.get(LATENCY_KEY, 0):.2f} | {m.get(THROUGHPUT_KEY, 0):.1f} "
-            f"| {m.get('size_mb', 0):.1f}"
-            if m is not None
-            else " | | | | "
+        cells = [("accuracy", ".4f"), ("macro_f1", ".4f"), (LATENCY_KEY, ".2f")]
+        cells += [(THROUGHPUT_KEY, ".1f"), ("size_mb", ".1f")]
+        numbers = " | ".join(
+            format(m[k], spec) if m is not None and k in m else "" for k, spec in cells
         )
         lines.append(
             f"| {name} | {row.get('structure', '')} | {row.get('precision', '')} "
