@@ -25,6 +25,9 @@ class Tuned(Protocol):
     @property
     def metrics(self) -> Mapping[str, float]: ...
 
+    @property
+    def budget(self) -> str: ...
+
 
 class Variant(Protocol):
     """What it reads of one scored variant (tasks.compress.task.VariantRef)."""
@@ -156,6 +159,7 @@ def describe_release(
         champion += ", unchanged"
     return {
         "fine-tune run": tuned.run_id,
+        "fine-tune budget": tuned.budget,
         "test metrics (PyTorch)": (
             f"accuracy {m.get('accuracy', 0):.4f}, macro-F1 {m.get('macro_f1', 0):.4f} "
             f"(majority baseline {tuned.metrics.get('majority_baseline', float('nan')):.4f})"

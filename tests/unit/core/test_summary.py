@@ -32,7 +32,11 @@ def test_summary_screen_names_everything() -> None:
         outcome="promoted", reasons=("PASS floors",), name="m", champion="4", bento_tag="b:1"
     )
     extra = describe_release(
-        NS(run_id="run1", metrics={"accuracy": 0.985, "macro_f1": 0.96, "majority_baseline": 0.87}),
+        NS(
+            run_id="run1",
+            budget="3 epoch(s) x 170 steps",
+            metrics={"accuracy": 0.985, "macro_f1": 0.96, "majority_baseline": 0.87},
+        ),
         compressed,
         released,
         NS(serve=NS(host="127.0.0.1", port=3000)),
@@ -54,5 +58,6 @@ def test_summary_screen_names_everything() -> None:
         "mlflow ui",
         "curl",
         "stages run: prepare",
+        "fine-tune budget: 3 epoch(s) x 170 steps",
     ):
         assert needle in text, needle

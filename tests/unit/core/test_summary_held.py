@@ -17,7 +17,7 @@ def test_the_summary_says_the_candidate_was_held_and_the_champion_unchanged() ->
     reason = "version 4 was rolled back from on 2025-01-02T03:04:05+00:00; `tuneline promote 4`"
     released = PromotionResult("held", "m", "4", "1", "1", (reason,), "b:1")
     extra = describe_release(
-        NS(run_id="r", metrics={}),
+        NS(run_id="r", budget="60 steps", metrics={}),
         NS(variants=(variant,), chosen=variant, rejected={}, pareto_md=""),
         released,
         NS(serve=NS(host="127.0.0.1", port=3000)),
