@@ -152,7 +152,7 @@ def by_hand_ort_int8(model: Any, tok: Any, work: Path, opset: int, enc: Any) -> 
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from serving.predictor import OUTPUT_NAME, make_session
+    from serving.runtimes import OUTPUT_NAME, make_session
     from tasks.compress.export import export_raw
 
     raw, fused, int8 = (work / f"by_hand.{s}.onnx" for s in ("raw", "opt", "int8"))

@@ -6,10 +6,9 @@ measured and checked is what is served. It depends on onnxruntime or openvino, t
 numpy and scipy only (no tuneline import) so it can be bundled into a Bento; serving/timing.py
 times it.
 
-Two runtimes read the same model.onnx: ONNX Runtime (CPU, or CUDA with `use_gpu`) and
-OpenVINO (CPU; its `precision` is the inference precision hint: "bf16" runs the FP32 graph in
-BF16 on CPUs with AVX-512 BF16 or AMX, and an INT8 QDQ graph in INT8 kernels with BF16 between
-them). Which one serves a variant is recorded in its variant.json ("runtime", "precision").
+Two runtimes read the same model.onnx (serving/runtimes.py): ONNX Runtime (CPU, or CUDA with
+`use_gpu`) and OpenVINO (CPU, in BF16 where the CPU has it). Which one serves a variant is
+recorded in its variant.json ("runtime", "precision").
 
 Variant directory: model.onnx, tokenizer.json (or files AutoTokenizer reads), labels.json
 ({"labels": [...]}, index = class id), and optionally variant.json (may carry "max_seq_len",
@@ -19,8 +18,7 @@ Variant directory: model.onnx, tokenizer.json (or files AutoTokenizer reads), la
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,15 +26,20 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 
+from serving.runtimes import (
+    ONNXRUNTIME,
+    OPENVINO,
+    OUTPUT_NAME,
+    RUNTIMES,
+    make_openvino,
+    make_session,
+)
+from serving.tokens import length_buckets, load_tokenizer, max_length_of
+
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
 VARIANT_FILE = "variant.json"
 INPUT_NAMES = ("input_ids", "attention_mask")  # what every exported graph takes
-OUTPUT_NAME = "logits"
-# BERT-style position embeddings stop at 512; a larger `model_max_length` is a placeholder.
-_MAX_POSITIONS = 512
-ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
-RUNTIMES = (ONNXRUNTIME, OPENVINO)
 
 
 @dataclass(frozen=True)
@@ -48,162 +51,12 @@ class Prediction:
     probabilities: dict[str, float]
 
 
-# A bucket of a length-sorted batch grows while its longest text has at most BUCKET_RATIO x
-# the tokens of its shortest, or while it holds fewer than BUCKET_MIN_ROWS texts (one more
-# runtime call costs about as much as a few rows, so tiny buckets do not pay).
-BUCKET_RATIO = 2.0
-BUCKET_MIN_ROWS = 8
-
-
-def length_buckets(lengths: np.ndarray) -> list[np.ndarray]:
-    """Row indices of a batch grouped by token length, shortest first.
-
-    Args:
-        lengths: tokens per row.
-
-    Returns:
-        Index arrays that together hold every row once; each is run padded to its longest.
-    """
-    order = np.argsort(lengths, kind="stable")
-    buckets, start = [], 0
-    for i in range(1, len(order) + 1):
-        if i == len(order) or (
-            i - start >= BUCKET_MIN_ROWS
-            and lengths[order[i]] > BUCKET_RATIO * lengths[order[start]]
-        ):
-            buckets.append(order[start:i])
-            start = i
-    return buckets
-
-
 def _variant_info(model_dir: Path) -> dict[str, Any]:
     variant = model_dir / VARIANT_FILE
     if not variant.exists():
         return {}
     info = json.loads(variant.read_text(encoding="utf-8"))
     return info if isinstance(info, dict) else {}
-
-
-def _max_length(model_dir: Path) -> int:
-    value = _variant_info(model_dir).get("max_seq_len")
-    if isinstance(value, int) and value > 0:
-        return min(value, _MAX_POSITIONS)
-    config = model_dir / "tokenizer_config.json"
-    if config.exists():
-        value = json.loads(config.read_text(encoding="utf-8")).get("model_max_length")
-        if isinstance(value, int | float) and 0 < value <= _MAX_POSITIONS:
-            return int(value)
-    return _MAX_POSITIONS
-
-
-def cuda_available() -> bool:
-    """Whether ONNX Runtime can run on a GPU here (the FP16 variant needs it).
-
-    Returns:
-        True when the CUDA execution provider is available.
-    """
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def openvino_bf16() -> bool:
-    """Whether OpenVINO can compute in BF16 on this CPU (AVX-512 BF16 or AMX).
-
-    Returns:
-        True when openvino is installed and lists BF16 among the CPU's capabilities.
-    """
-    try:
-        import openvino as ov
-    except ImportError:
-        return False
-    return "bf16" in precision_hints(ov.Core())
-
-
-def runtime_available(runtime: str) -> bool:
-    """Whether `runtime` can be loaded here.
-
-    Args:
-        runtime: "onnxruntime" or "openvino".
-
-    Returns:
-        True when its Python package imports.
-    """
-    import importlib.util
-
-    return runtime in RUNTIMES and importlib.util.find_spec(runtime) is not None
-
-
-def make_openvino(
-    onnx_path: Path | str, num_threads: int, precision: str
-) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    """Compile `onnx_path` for OpenVINO's CPU plugin; returns feeds -> logits.
-
-    Args:
-        onnx_path: the model file (OpenVINO reads ONNX, com.microsoft fused ops included).
-        num_threads: inference threads (0 = let OpenVINO decide), one stream, latency hint.
-        precision: "bf16" sets the BF16 inference precision hint; anything else runs f32
-            between the graph's own (e.g. INT8 QDQ) operations.
-
-    Returns:
-        A function safe to call from several threads (one infer request per thread).
-    """
-    import openvino as ov
-
-    core = ov.Core()
-    config: dict[str, Any] = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1,
-        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-    }
-    if precision == "bf16" and "bf16" not in precision_hints(core):
-        raise RuntimeError("OpenVINO cannot compute in BF16 on this CPU (no AVX-512 BF16/AMX)")
-    if num_threads > 0:
-        config["INFERENCE_NUM_THREADS"] = num_threads
-    compiled = core.compile_model(core.read_model(str(onnx_path)), "CPU", config)
-    names = {port.get_any_name() for port in compiled.inputs}
-    output = compiled.output(OUTPUT_NAME)
-    local = threading.local()
-
-    def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        # infer() copies its outputs (share_outputs=False): the next call cannot overwrite them
-        result: np.ndarray = request.infer({k: v for k, v in feeds.items() if k in names})[output]
-        return result
-
-    return run
-
-
-def precision_hints(core: Any) -> set[str]:
-    """The inference precisions OpenVINO's CPU plugin offers here ("f32", "bf16", ...)."""
-    caps = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    return {"f32"} | ({"bf16"} if "BF16" in caps else set())
-
-
-def make_session(onnx_path: Path | str, num_threads: int, *, use_gpu: bool = False) -> Any:
-    """An InferenceSession with a fixed thread count, so every variant is timed alike.
-
-    Args:
-        onnx_path: the model file.
-        num_threads: intra-op threads (0 = let ORT decide); inter-op is pinned to 1.
-        use_gpu: run on CUDA (ORT falls back to CPU for unsupported nodes).
-
-    Returns:
-        The onnxruntime.InferenceSession.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(0, num_threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    providers = ["CPUExecutionProvider"]
-    if use_gpu:
-        providers = ["CUDAExecutionProvider", *providers]
-    return ort.InferenceSession(str(onnx_path), options, providers=providers)
 
 
 class OnnxTextClassifier:
@@ -247,7 +100,9 @@ class OnnxTextClassifier:
         self.labels: list[str] = [
             str(x) for x in json.loads(labels_path.read_text(encoding="utf-8"))["labels"]
         ]
-        self.max_length = int(max_length or _max_length(self.model_dir))
+        self.max_length = int(
+            max_length or max_length_of(self.model_dir, _variant_info(self.model_dir))
+        )
         info = _variant_info(self.model_dir)
         self.runtime = str(runtime or info.get("runtime") or ONNXRUNTIME)
         self.precision = str(precision or info.get("precision") or "fp32")
@@ -262,34 +117,7 @@ class OnnxTextClassifier:
             session = make_session(onnx_path, num_threads, use_gpu=use_gpu)
             self._input_names = {i.name for i in session.get_inputs()}
             self._run = lambda feeds: session.run([OUTPUT_NAME], feeds)[0]
-        self._pad_id = 0
-        self._tokenizer, self._fast = self._load_tokenizer()
-
-    def _load_tokenizer(self) -> tuple[Any, bool]:
-        tok_file = self.model_dir / "tokenizer.json"
-        if tok_file.exists():
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(tok_file))
-            pad_id = tok.token_to_id("[PAD]")
-            pad_token = "[PAD]"
-            for name in ("tokenizer_config.json", "special_tokens_map.json"):
-                special = self.model_dir / name
-                if not special.exists():
-                    continue
-                pad = json.loads(special.read_text(encoding="utf-8")).get("pad_token")
-                pad = pad.get("content") if isinstance(pad, dict) else pad
-                if isinstance(pad, str) and tok.token_to_id(pad) is not None:
-                    pad_token, pad_id = pad, tok.token_to_id(pad)
-                    break
-            self._pad_id = pad_id or 0
-            tok.enable_padding(pad_id=self._pad_id, pad_token=pad_token)
-            tok.enable_truncation(max_length=self.max_length)
-            return tok, True
-        # No tokenizer.json (slow-tokenizer files only): let transformers read them, safely.
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(self.model_dir), trust_remote_code=False), False
+        self._tokenizer, self._fast, self._pad_id = load_tokenizer(self.model_dir, self.max_length)
 
     def encode(self, texts: Sequence[str], *, pad_to_max: bool = False) -> dict[str, np.ndarray]:
         """Token ids and attention mask as int64 arrays [batch, seq].

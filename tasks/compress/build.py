@@ -19,24 +19,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from serving.predictor import (
-    MODEL_FILE,
-    VARIANT_FILE,
-    OnnxTextClassifier,
-    cuda_available,
-    openvino_bf16,
-    runtime_available,
-)
-from serving.timing import latency_summary, throughput
+from serving.predictor import MODEL_FILE, VARIANT_FILE
+from tasks.compress.candidates import Candidate, Search, load_split, machine_offers
 from tasks.compress.export import (
     check_parity,
     export_fp32,
@@ -45,6 +35,7 @@ from tasks.compress.export import (
     parity_stats,
     write_variant_dir,
 )
+from tasks.compress.score import evaluate_variant, quality, time_variants
 from tasks.compress.select import objective_key, ranked
 from tasks.compress.specs import (
     PARENT,
@@ -60,84 +51,7 @@ from tasks.compress.specs import (
 from tuneline.config import Params
 from tuneline.errors import ParityError
 from tuneline.io import write_json
-from tuneline.metrics import classification_metrics
 from tuneline.models import load_classifier, torch_logits
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One built and scored candidate directory.
-
-    Attributes:
-        name: "<structure>_<precision>_<ort|ov>".
-        structure, precision, runtime: its three coordinates.
-        method: how its structure was made, "+" the precision.
-        dir: its variant directory (removed when it was dropped).
-        settings: the structure's and the transform's settings.
-        parity: `parity_stats` against its structure's PyTorch model.
-        scores: accuracy, per-class recall, speed, size.
-        fusions: fused-operator counts of its graph; lost: expected ones it lacks.
-        dropped: why it may not be served (parity breach, collapsed class), or None.
-    """
-
-    name: str
-    structure: str
-    precision: str
-    runtime: str
-    method: str
-    dir: Path
-    settings: Settings
-    parity: dict[str, float]
-    scores: dict[str, float]
-    fusions: dict[str, int]
-    lost: list[str]
-    use_gpu: bool = False
-    dropped: str | None = None
-
-
-@dataclass
-class Search:
-    """Everything the search found.
-
-    Attributes:
-        reference: the parent's own PyTorch metrics on the test split (the budget's base).
-        candidates: every candidate built and scored, dropped ones included, in build order.
-        failed: candidates (or whole structures) that could not be built, with why.
-        skipped: candidates not built: unavailable here, or dominated on the parent.
-    """
-
-    reference: dict[str, float]
-    candidates: list[Candidate] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> list[Candidate]:
-        return [c for c in self.candidates if c.dropped is None]
-
-
-def load_split(prepared_dir: Path, name: str) -> tuple[list[str], list[int]]:
-    """Texts and class ids of one prepared split.
-
-    Args:
-        prepared_dir: data/prepared.
-        name: train, val or test.
-
-    Returns:
-        (texts, labels) in file order.
-    """
-    df = pd.read_parquet(prepared_dir / f"{name}.parquet")
-    return df["text"].astype(str).tolist(), [int(v) for v in df["label"]]
-
-
-def machine_offers() -> set[str]:
-    """What this machine can run: the runtimes that import, "bf16", "cuda"."""
-    have = {r for r in ("onnxruntime", "openvino") if runtime_available(r)}
-    if "openvino" in have and openvino_bf16():
-        have.add("bf16")
-    if cuda_available():
-        have.add("cuda")
-    return have
 
 
 def search_candidates(
@@ -179,7 +93,7 @@ def search_candidates(
         )
         pairs, unavailable = enabled_pairs(params.compress, machine_offers())
         teacher_logits = _reference_logits(ctx, teacher)
-        search = Search(reference=_metrics(ctx, teacher_logits))
+        search = Search(reference=quality(ctx.test[1], teacher_logits, ctx.labels))
         for structure in enabled_structures(params.compress):
             if structure.name == PARENT:
                 todo = pairs
@@ -203,12 +117,6 @@ def search_candidates(
 
 def _reference_logits(ctx: BuildContext, model: Any) -> np.ndarray:
     return torch_logits(model, ctx.tokenizer, ctx.test[0], ctx.params.train.max_seq_len)
-
-
-def _metrics(ctx: BuildContext, logits: np.ndarray) -> dict[str, float]:
-    quality = classification_metrics(ctx.test[1], logits.argmax(-1).tolist(), ctx.labels)
-    quality.pop("confusion")
-    return {k: float(v) for k, v in quality.items()}
 
 
 def _kept(ctx: BuildContext, search: Search, pairs: list[Pair], structure: Structure) -> list[Pair]:
@@ -335,111 +243,6 @@ def _write(
     target = ctx.output_dir / name
     write_variant_dir(target, onnx_file, ctx.tokenizer, ctx.labels, info)
     return target
-
-
-def evaluate_variant(
-    variant_dir: Path,
-    test: tuple[Sequence[str], Sequence[int]],
-    labels: Sequence[str],
-    params: Params,
-    *,
-    use_gpu: bool = False,
-) -> tuple[dict[str, float], np.ndarray]:
-    """Quality of one variant directory through its runtime: every test text once, in batches
-    of the serving batch size, in file order (their real lengths).
-
-    Args:
-        variant_dir: the variant.
-        test: the test split (texts, class ids).
-        labels: class names.
-        params: settings (compress.num_threads, serve.max_batch_size).
-        use_gpu: run on CUDA.
-
-    Returns:
-        (scores, logits): accuracy, macro-F1, per-class precision/recall/F1 and the file size
-        in MB; the logits, on which accuracy and parity are measured.
-    """
-    clf = OnnxTextClassifier(variant_dir, num_threads=params.compress.num_threads, use_gpu=use_gpu)
-    _, logits = throughput(clf, test[0], batch_size=params.serve.max_batch_size)
-    quality = classification_metrics(test[1], logits.argmax(-1).tolist(), labels)
-    quality.pop("confusion")
-    scores = {k: float(v) for k, v in quality.items()}
-    scores["size_mb"] = (variant_dir / MODEL_FILE).stat().st_size / 2**20
-    return scores, logits
-
-
-def time_variants(
-    variants: dict[str, tuple[Path, bool]], texts: Sequence[str], params: Params
-) -> dict[str, dict[str, float]]:
-    """Speed of several variants measured together, in interleaved rounds.
-
-    Each variant is loaded once and run once untimed on every input it will be timed on (as a
-    serving worker after its first requests: OpenVINO compiles each new input shape on first
-    use). Then, compress.bench_rounds times, every variant in turn runs its share of the
-    first compress.bench_rows texts at the serving batch size, then one at a time, so a
-    change in the machine's load meets every variant alike (the machine is shared).
-
-    Args:
-        variants: name -> (variant directory, run on CUDA).
-        texts: the test texts (their real lengths).
-        params: settings (compress.bench_rows, bench_rounds, num_threads; serve.max_batch_size).
-
-    Returns:
-        name -> {"throughput": rows/s over all rounds, "latency_p50_ms", "latency_p95_ms",
-        "latency_p99_ms"} (model time only: tokenizing costs every variant the same).
-    """
-    cp, batch = params.compress, params.serve.max_batch_size
-    rows = list(texts[: cp.bench_rows])
-    shares = [rows[r :: cp.bench_rounds] for r in range(cp.bench_rounds)]
-    clfs = {
-        name: OnnxTextClassifier(path, num_threads=cp.num_threads, use_gpu=gpu)
-        for name, (path, gpu) in variants.items()
-    }
-    batches = {
-        name: [[c.encode(s[i : i + batch]) for i in range(0, len(s), batch)] for s in shares]
-        for name, c in clfs.items()
-    }
-    singles = {name: [[c.encode([t]) for t in s] for s in shares] for name, c in clfs.items()}
-    for name, clf in clfs.items():  # warm-up: every shape once
-        for feed in [f for share in batches[name] + singles[name] for f in share]:
-            clf.run(feed)
-    seconds = dict.fromkeys(clfs, 0.0)
-    times: dict[str, list[float]] = {name: [] for name in clfs}
-    for r in range(cp.bench_rounds):
-        for name, clf in clfs.items():
-            start = time.perf_counter()
-            for feed in batches[name][r]:
-                clf.run(feed)
-            seconds[name] += time.perf_counter() - start
-            for feed in singles[name][r]:
-                start = time.perf_counter()
-                clf.run(feed)
-                times[name].append((time.perf_counter() - start) * 1000.0)
-    return {
-        name: {
-            "throughput": len(rows) / seconds[name] if seconds[name] > 0 else 0.0,
-            **latency_summary(times[name]),
-        }
-        for name in clfs
-    }
-
-
-def score_variant(
-    variant_dir: Path,
-    test: tuple[Sequence[str], Sequence[int]],
-    labels: Sequence[str],
-    params: Params,
-    *,
-    use_gpu: bool = False,
-) -> tuple[dict[str, float], np.ndarray]:
-    """`evaluate_variant` and `time_variants` for one variant on its own.
-
-    Returns:
-        (quality and speed scores, the logits).
-    """
-    scores, logits = evaluate_variant(variant_dir, test, labels, params, use_gpu=use_gpu)
-    speed = time_variants({"one": (variant_dir, use_gpu)}, test[0], params)["one"]
-    return {**scores, **speed}, logits
 
 
 def _time(ctx: BuildContext, candidates: Sequence[Candidate]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.predictor import ONNXRUNTIME, OPENVINO
+from serving.runtimes import ONNXRUNTIME, OPENVINO
 from tasks.compress import variants as V
 from tasks.compress.distill import distill, finetune_steps
 from tuneline.config import CompressParams, Params

@@ -24,7 +24,8 @@ from pathlib import Path
 from prefect import task
 
 from tasks.compress import track as T
-from tasks.compress.build import Candidate, Search, search_candidates
+from tasks.compress.build import search_candidates
+from tasks.compress.candidates import Candidate, Search
 from tasks.compress.select import pareto_front, pareto_markdown, select_candidate
 from tasks.compress.specs import PAIRS, STRUCTURES, candidate_name
 from tuneline.caching import cached, compress_key

@@ -125,3 +125,17 @@ class CompletionMarkerCallback(TrainerCallback):
                 write_marker(ckpt, state.global_step)
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
+
+
+def prepare_checkpoints(output_dir: Path, fp: str) -> Path | None:
+    """Drop partial checkpoints (and all of them when `fp`, the settings' fingerprint, differs
+    from the one run.json recorded); return the checkpoint to resume, if any."""
+    ckpt_root = output_dir / "checkpoints"
+    record = output_dir / "run.json"
+    old_fp = json.loads(record.read_text("utf-8")).get("fingerprint") if record.is_file() else None
+    if old_fp != fp:  # stale checkpoints of another configuration must never be resumed
+        for _, path in list_checkpoints(ckpt_root):
+            shutil.rmtree(path)
+        return None
+    remove_partial(ckpt_root)
+    return latest_complete(ckpt_root)

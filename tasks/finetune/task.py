@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.finetune.budget import Budget, plan_budget, steps_used
-from tasks.finetune.checkpoints import latest_complete, list_checkpoints, remove_partial
+from tasks.finetune.checkpoints import prepare_checkpoints
 from tasks.finetune.evaluate import evaluate_model, plot_confusion
 from tasks.finetune.launcher import per_device_batch, run_training, world_size
 from tuneline import registry
@@ -123,21 +123,6 @@ def _open_run(
     return str(run_id)
 
 
-def _prepare_checkpoints(output_dir: Path, fp: str) -> Path | None:
-    """Drop partial checkpoints (and those of other settings); return the one to resume."""
-    ckpt_root = output_dir / "checkpoints"
-    record = output_dir / "run.json"
-    old_fp = json.loads(record.read_text("utf-8")).get("fingerprint") if record.is_file() else None
-    if old_fp != fp:  # stale checkpoints of another configuration must never be resumed
-        import shutil
-
-        for _, path in list_checkpoints(ckpt_root):
-            shutil.rmtree(path)
-        return None
-    remove_partial(ckpt_root)
-    return latest_complete(ckpt_root)
-
-
 def tiny_tokenizer(prepared_dir: Path, params: Params, labels: list[str]) -> Path:
     """The tiny-bert tokenizer for this training split, built once and cached.
 
@@ -213,7 +198,7 @@ def finetune_classifier(
         run_training(spec_path, params.train, output_dir / "train.log", project_root)
         return FinetuneResult(run_id="", model_dir="", metrics={}, budget=budget.describe())
     fp = fingerprint(params, prepared_dir, labels)
-    resume = _prepare_checkpoints(output_dir, fp)
+    resume = prepare_checkpoints(output_dir, fp)
     settings = get_settings()
     settings.root.mkdir(parents=True, exist_ok=True)  # the sqlite store's folder
     uri = settings.tracking_uri

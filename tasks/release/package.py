@@ -27,7 +27,15 @@ from tuneline.processes import run_child
 from tuneline.settings import get_settings
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
-SERVING_FILES = ("__init__.py", "service.py", "guard.py", "predictor.py", "cache.py")
+SERVING_FILES = (
+    "__init__.py",
+    "service.py",
+    "guard.py",
+    "predictor.py",
+    "runtimes.py",
+    "tokens.py",
+    "cache.py",
+)
 BUILD_TIMEOUT_S = 300
 SERVE_CONFIG = "serve_config.json"  # serving/service.py reads its limits from it, and only it
 

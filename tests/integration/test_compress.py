@@ -105,7 +105,7 @@ def _info(result, name: str) -> dict:
 
 
 def _parent_pairs(params: Params) -> set[str]:
-    from tasks.compress.build import machine_offers
+    from tasks.compress.candidates import machine_offers
     from tasks.compress.specs import enabled_pairs
 
     pairs, _ = enabled_pairs(params.compress, machine_offers())
@@ -280,7 +280,7 @@ def test_corrupted_export_raises_parity_error(result, workspace, params: Params,
 def test_collapsed_candidate_is_rejected_by_the_budget(
     result, selection, workspace, params: Params, tmp_path
 ):
-    from tasks.compress.build import score_variant
+    from tasks.compress.score import score_variant
     from tasks.compress.select import select_candidate
 
     _, prepared, _ = workspace

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.predictor import VARIANT_FILE, OnnxTextClassifier, openvino_bf16
+from serving.predictor import VARIANT_FILE, OnnxTextClassifier
+from serving.runtimes import openvino_bf16
 from tests.synthetic import LABELS, synthetic_rows, train_briefly
 from tuneline.config import Params, load_params
 

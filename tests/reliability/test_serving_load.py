@@ -147,7 +147,8 @@ def test_a_batch_runs_in_length_buckets_and_answers_in_order(tiny: Served) -> No
     """Texts of very different lengths in one call: each answer is the one it gets alone."""
     import numpy as np
 
-    from serving.predictor import OnnxTextClassifier, length_buckets
+    from serving.predictor import OnnxTextClassifier
+    from serving.tokens import length_buckets
 
     model = OnnxTextClassifier(tiny.variant, num_threads=1)
     texts = [" ".join(["cash prize"] * n) for n in (40, 1, 25, 3, 60, 2, 2, 8, 1, 30, 5, 4)] * 3

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from tasks.compress import track as T
-from tasks.compress.build import BuildContext, Candidate, Search, _kept
-from tasks.compress.specs import PAIRS, PARENT, STRUCTURES, candidate_name
+from tasks.compress.build import _kept
+from tasks.compress.candidates import Candidate, Search
+from tasks.compress.specs import PAIRS, PARENT, STRUCTURES, BuildContext, candidate_name
 from tasks.compress.task import VariantRef, choose_candidate, track_candidates
 from tests.params import params
 from tuneline.config import Params

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.predictor import BUCKET_MIN_ROWS, length_buckets
+from serving.tokens import BUCKET_MIN_ROWS, length_buckets
 from tasks.release.package import split_cores
 
 pytestmark = pytest.mark.unit

@@ -1,0 +1,234 @@
+"""The schema of params.yaml: one frozen pydantic model per section, every field bounded
+where a bound exists, none with a default (tuneline/config.py loads and checks the file).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Severity = Literal["error", "warning"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BaseParams(_Frozen):
+    seed: int = Field(ge=0)
+    profile: str
+
+
+class SeverityParams(_Frozen):
+    """What a failed check does: `error` stops the run at validation, `warning` is printed and
+    recorded and the run goes on. Checks without which training is impossible or meaningless
+    (row count, columns, label types, a class too small for every split, leakage, encoding,
+    the hard length and duplicate bounds) are always errors and are not listed."""
+
+    text_not_empty: Severity
+    text_not_whitespace: Severity
+    text_no_nul: Severity
+    label_in_set: Severity
+    label_case: Severity
+    min_class_share: Severity
+    duplicate_share: Severity
+    long_texts: Severity
+
+
+class ValidationParams(_Frozen):
+    min_rows: int = Field(ge=1)
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+    long_text_chars: int = Field(ge=1)
+    max_duplicate_rate: float = Field(ge=0, lt=1)
+    warn_duplicate_rate: float = Field(ge=0, lt=1)
+    min_class_share: float = Field(ge=0, lt=1)
+    min_classes: int = Field(ge=2)
+    severity: SeverityParams
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationParams:
+        problems = []
+        if self.min_chars > self.max_chars:
+            problems.append(f"min_chars {self.min_chars} > max_chars {self.max_chars}")
+        if self.long_text_chars > self.max_chars:
+            problems.append(
+                f"long_text_chars {self.long_text_chars} > max_chars {self.max_chars} "
+                "(the warning would never show before the hard bound refuses)"
+            )
+        if self.warn_duplicate_rate > self.max_duplicate_rate:
+            problems.append(
+                f"warn_duplicate_rate {self.warn_duplicate_rate} > max_duplicate_rate "
+                f"{self.max_duplicate_rate}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class CleanParams(_Frozen):
+    strip_html: bool
+    lowercase: bool
+
+
+class AugmentParams(_Frozen):
+    enabled: bool
+    copies: int = Field(ge=0)
+    rate: float = Field(ge=0, le=1)
+    methods: tuple[Literal["synonym", "swap", "delete"], ...]
+
+
+class DataParams(_Frozen):
+    source: str
+    text_col: str
+    label_col: str
+    labels: tuple[str, ...]
+    label_case: Literal["merge", "preserve"]
+    max_rows: int = Field(ge=0)
+    val_fraction: float = Field(gt=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
+    validation: ValidationParams
+    clean: CleanParams
+    augment: AugmentParams
+
+    @model_validator(mode="after")
+    def _train_left(self) -> DataParams:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} >= 1 "
+                "leaves no rows to train on"
+            )
+        return self
+
+
+class TrainParams(_Frozen):
+    model: str
+    epochs: float = Field(ge=0)  # 0 = auto (tasks/finetune/budget.py)
+    min_steps: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    max_steps: int = Field(ge=-1)  # -1 (or 0): the epochs decide
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    warmup_ratio: float = Field(ge=0, le=1)
+    weight_decay: float = Field(ge=0)
+    max_seq_len: int = Field(ge=8)
+    early_stopping_patience: int = Field(ge=0)
+    early_stopping_threshold: float = Field(ge=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    gradient_checkpointing: bool
+    freeze_embeddings: bool
+    freeze_layers: int = Field(ge=0)
+    lora: bool
+    lora_r: int = Field(ge=1)
+    lora_alpha: int = Field(ge=1)
+    lora_dropout: float = Field(ge=0, lt=1)
+    loss: Literal["ce", "weighted_ce", "focal"]
+    focal_gamma: float = Field(ge=0)
+    nproc: int = Field(ge=1)
+    nnodes: int = Field(ge=1)
+    node_rank: int = Field(ge=0)
+    rdzv_endpoint: str
+    save_steps: int = Field(ge=1)
+    eval_steps: int = Field(ge=1)
+    logging_steps: int = Field(ge=1)
+    num_threads: int = Field(ge=0)
+    tiny_layers: int = Field(ge=1)
+    tiny_hidden: int = Field(ge=8)
+    tiny_heads: int = Field(ge=1)
+    tiny_intermediate: int = Field(ge=8)
+    tiny_vocab_size: int = Field(ge=100)
+    dropout: float | None = Field(ge=0, lt=1)
+    save_total_limit: int = Field(ge=1)
+
+
+class CompressParams(_Frozen):
+    opset: int = Field(ge=18)
+    parity_max_abs_logit: float = Field(gt=0)
+    parity_min_agreement: float = Field(ge=0, le=1)
+    quant_parity_max_abs_logit: float = Field(gt=0)
+    quant_parity_min_agreement: float = Field(ge=0, le=1)
+    # the search space: structure x precision x runtime (tasks/compress/specs.py)
+    structures: tuple[Literal["parent", "distilled", "pruned", "sparse"], ...] = Field(min_length=1)
+    precisions: tuple[Literal["fp32", "bf16", "int8_dynamic", "int8_static", "fp16"], ...] = Field(
+        min_length=1
+    )
+    runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = Field(min_length=1)
+    search_keep: int = Field(ge=1)
+    objective: Literal["throughput", "latency"]
+    calibration_rows: int = Field(ge=1)
+    sparsity: float = Field(ge=0, lt=1)
+    prune_finetune_steps: int = Field(ge=0)
+    distill_layers: int = Field(ge=1)
+    distill_temperature: float = Field(gt=0)
+    distill_alpha: float = Field(ge=0, le=1)
+    distill_epochs: float = Field(gt=0)
+    distill_max_steps: int = Field(ge=0)  # 0: distill_epochs decide
+    distill_eval_steps: int = Field(ge=1)
+    accuracy_budget: float = Field(gt=0)  # a fraction of the parent's; > 1 only in tests
+    max_recall_drop: float = Field(ge=0, le=1)
+    num_threads: int = Field(ge=0)
+    bench_rows: int = Field(ge=1)
+    bench_rounds: int = Field(ge=1)
+
+
+class GateParams(_Frozen):
+    registered_model: str = Field(min_length=1)
+    min_accuracy: float = Field(ge=0, le=1)
+    min_macro_f1: float = Field(ge=0, le=1)
+    alpha: float = Field(gt=0, lt=1)
+    max_recall_drop: float = Field(ge=0, le=1)
+    max_p95_latency_ms: float = Field(gt=0)
+    max_size_mb: float = Field(gt=0)
+    min_class_recall: float = Field(ge=0, le=1)
+    latency_rows: int = Field(ge=1)
+    smoke_timeout_s: float = Field(gt=0)
+    smoke_texts: int = Field(ge=1)
+    smoke_atol: float = Field(gt=0)
+
+
+class ServeParams(_Frozen):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    max_texts: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+    timeout_s: int = Field(ge=1)
+    max_batch_size: int = Field(ge=1)
+    max_latency_ms: int = Field(ge=1)
+    max_concurrency: int = Field(ge=1)
+    workers: int = Field(ge=0)  # 0 = derived from the cores when packaged
+    num_threads: int = Field(ge=0)  # 0 = derived from the cores when packaged
+    max_header_bytes: int = Field(ge=1)
+    cache_size: int = Field(ge=0)  # 0 = no result cache
+    access_log: bool
+    tracing: bool
+
+
+class RetrainParams(_Frozen):
+    cron: str = Field(pattern=r"^\S+( \S+){4}$")  # five fields: minute hour day month weekday
+    deployment: str = Field(min_length=1)
+    timezone: str
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. UTC)") from exc
+        return value
+
+
+class Params(_Frozen):
+    """Every setting of the pipeline, validated and frozen."""
+
+    base: BaseParams
+    data: DataParams
+    train: TrainParams
+    compress: CompressParams
+    gate: GateParams
+    serve: ServeParams
+    retrain: RetrainParams
