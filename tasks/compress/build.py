@@ -227,10 +227,11 @@ def _write(
     fp32_dir: Path,
 ) -> Path:
     name = candidate_name(structure.name, pair)
-    layers = int(json.loads((fp32_dir / VARIANT_FILE).read_text("utf-8"))["architecture"]["layers"])
+    fp32_info = json.loads((fp32_dir / VARIANT_FILE).read_text("utf-8"))
+    layers = int(fp32_info["architecture"]["layers"])
     fusions = fusion_counts(onnx_file)
     info = {
-        **json.loads((fp32_dir / VARIANT_FILE).read_text("utf-8")),
+        **fp32_info,
         "name": name,
         "method": f"{structure.method}+{pair.precision}",
         "structure": structure.name,
