@@ -18,7 +18,7 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,8 @@ class RequestGuard:
             Content-Length, or counted as a chunked body streams in); the app sees the body
             only once it is whole and under the cap.
         token: bearer token; None reads TUNELINE_API_TOKEN at app start (empty = no auth).
+        body_bytes_by_path: a cap other than `max_body_bytes` for these paths (the bulk
+            endpoint's jobs are larger than one /predict call).
     """
 
     def __init__(
@@ -151,10 +153,12 @@ class RequestGuard:
         timeout_s: float = 30.0,
         max_body_bytes: int = 1_000_000,
         token: str | None = None,
+        body_bytes_by_path: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.timeout_s = timeout_s
         self.max_body_bytes = max_body_bytes
+        self.body_bytes_by_path = dict(body_bytes_by_path or {})
         token = os.environ.get(TOKEN_ENV, "") if token is None else token
         # Bytes on both sides: compare_digest refuses non-ASCII str, and a header is bytes.
         self.token = token.encode("utf-8")
@@ -186,27 +190,31 @@ class RequestGuard:
                     send, 415, {"error": f"content type must be application/json, got '{ctype}'"}
                 )
                 return
+            cap = self._cap(scope)
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await self._too_large(send)
+            if length is not None and length.isdigit() and int(length) > cap:
+                await self._too_large(send, cap)
                 return
         await self._with_timeout(scope, receive, send)
 
-    async def _too_large(self, send: Send) -> None:
-        await send_json(send, 413, {"error": f"request body over {self.max_body_bytes} bytes"})
+    def _cap(self, scope: Scope) -> int:
+        return self.body_bytes_by_path.get(scope.get("path", ""), self.max_body_bytes)
+
+    async def _too_large(self, send: Send, cap: int) -> None:
+        await send_json(send, 413, {"error": f"request body over {cap} bytes"})
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Read the body here, counting, rather than count what the app pulls: once the app has
         # started its response (or parsed half the body) a 413 can no longer be sent.
-        chunks, size = [], 0
+        chunks, size, cap = [], 0, self._cap(scope)
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client left: nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                await self._too_large(send)
+            if size > cap:
+                await self._too_large(send, cap)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

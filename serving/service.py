@@ -12,6 +12,8 @@ result cache's hits, misses and size (serving/cache.py).
 Per-request work BentoML does besides serving (an access log line, OpenTelemetry spans) is off
 unless serve.access_log / serve.tracing turn it on; serve.workers processes each run the
 runtime on serve.num_threads threads (package time resolves both from the cores).
+Large jobs go to the /bulk task endpoint (serving/bulk.py): submit JSONL, poll, fetch; the
+answers are /predict's, computed in batches of serve.max_batch_size through the same cache.
 Requests pass two guards (serving/guard.py): RouteGuard outside all of BentoML's middlewares
 (GuardedService), RequestGuard inside them (add_asgi_middleware).
 """
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel, Field, StringConstraints
 
+from serving.bulk import BulkInputError, chunks, read_jsonl
 from serving.cache import ResultCache, model_version, prometheus_exporter
 from serving.guard import RequestGuard, RouteGuard, routed_paths
 from serving.predictor import OnnxTextClassifier
@@ -48,6 +52,8 @@ LIMITS = (
     "cache_size",
     "access_log",
     "tracing",
+    "bulk_max_texts",
+    "bulk_max_bytes",
 )
 LENGTH_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
@@ -92,6 +98,10 @@ Texts = Annotated[
     list[Annotated[str, StringConstraints(max_length=int(CONFIG["max_chars"]))]],
     Field(min_length=1, max_length=int(CONFIG["max_texts"])),
 ]
+
+# A bulk job: JSONL text (serving/bulk.py); its body is capped at serve.bulk_max_bytes.
+BulkJob = Annotated[str, StringConstraints(min_length=1, max_length=int(CONFIG["bulk_max_bytes"]))]
+BULK_ROUTE = "/bulk"
 
 
 # serve.max_batch_size 1 means "no adaptive batching": BentoML refuses a batchable API with
@@ -189,6 +199,24 @@ class Classifier:
     @bentoml.api(route="/predict", **BATCHING)
     def predict(self, texts: Texts) -> list[PredictionOut]:
         """Classify texts: one {label, label_id, probabilities} per text, in order."""
+        return self._answer(texts)
+
+    @bentoml.task(route=BULK_ROUTE)
+    def bulk(self, jsonl: BulkJob) -> list[PredictionOut]:
+        """A large job as a task: POST /bulk/submit {"jsonl": one {"text": ...} per line}, then
+        GET /bulk/status and /bulk/get?task_id=...; the answers of /predict, in order."""
+        try:
+            texts = read_jsonl(
+                jsonl, max_texts=int(CONFIG["bulk_max_texts"]), max_chars=int(CONFIG["max_chars"])
+            )
+        except BulkInputError as exc:
+            raise InvalidArgument(str(exc)) from None  # BentoML answers it with a 400
+        answers: list[PredictionOut] = []
+        for chunk in chunks(texts, max(int(CONFIG["max_batch_size"]), 1)):
+            answers += self._answer(list(chunk))
+        return answers
+
+    def _answer(self, texts: list[str]) -> list[PredictionOut]:
         answers = self.cache.answer(texts, self._compute)
         for text, answer in zip(texts, answers, strict=True):
             self.metrics["length"].observe(len(text))
@@ -208,4 +236,8 @@ Classifier.add_asgi_middleware(  # type: ignore[attr-defined]
     timeout_s=float(CONFIG["timeout_s"]),
     # Worst legal body: every text at max length, JSON-escaped (x6 for \uXXXX), plus slack.
     max_body_bytes=int(CONFIG["max_texts"]) * (int(CONFIG["max_chars"]) * 6 + 8) + 4096,
+    # A bulk job's whole body, {"jsonl": ...}: the task's direct route and its submit.
+    body_bytes_by_path=dict.fromkeys(
+        (BULK_ROUTE, f"{BULK_ROUTE}/submit"), int(CONFIG["bulk_max_bytes"])
+    ),
 )

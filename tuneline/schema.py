@@ -203,6 +203,8 @@ class ServeParams(_Frozen):
     cache_size: int = Field(ge=0)  # 0 = no result cache
     access_log: bool
     tracing: bool
+    bulk_max_texts: int = Field(ge=1)
+    bulk_max_bytes: int = Field(ge=1)
 
 
 class RetrainParams(_Frozen):

@@ -35,6 +35,7 @@ SERVING_FILES = (
     "runtimes.py",
     "tokens.py",
     "cache.py",
+    "bulk.py",
 )
 BUILD_TIMEOUT_S = 300
 SERVE_CONFIG = "serve_config.json"  # serving/service.py reads its limits from it, and only it
