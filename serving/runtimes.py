@@ -66,7 +66,9 @@ def make_openvino(
 
     Args:
         onnx_path: the model file (OpenVINO reads ONNX, com.microsoft fused ops included).
-        num_threads: inference threads (0 = let OpenVINO decide), one stream, latency hint.
+        num_threads: inference threads (0 = let OpenVINO decide), one stream, latency hint,
+            no CPU pinning: pinned, every process's inferring thread ran on the first CPU of
+            its mask, so two Bento workers shared one core.
         precision: "bf16" sets the BF16 inference precision hint; anything else runs f32
             between the graph's own (e.g. INT8 QDQ) operations.
 
@@ -79,6 +81,7 @@ def make_openvino(
     config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "NUM_STREAMS": 1,
+        "ENABLE_CPU_PINNING": False,
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
     }
     if precision == "bf16" and "bf16" not in precision_hints(core):

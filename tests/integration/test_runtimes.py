@@ -4,6 +4,7 @@ answers as ONNX Runtime does, runtime and precision come from variant.json, bad 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -161,3 +162,30 @@ def test_openvino_runs_int8_static_qdq(
     logits = OnnxTextClassifier(int8, runtime="openvino").logits(TEXTS)
     assert np.all(np.isfinite(logits))
     assert _agreement(logits, ort_logits) >= 0.9
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to see a narrowing")
+def test_openvino_does_not_pin_inference_to_one_cpu(exported: tuple[Path, Any]):
+    # OpenVINO's CPU pinning narrows the inferring thread to the first CPU of the mask while it
+    # runs: every Bento worker then computed on that one core and the others idled.
+    clf = OnnxTextClassifier(exported[0], runtime="openvino", num_threads=1)
+    allowed = os.sched_getaffinity(0)
+    done, tid = threading.Event(), {}
+
+    def infer() -> None:
+        tid["id"] = threading.get_native_id()
+        while not done.is_set():
+            clf.logits(TEXTS)
+
+    thread = threading.Thread(target=infer)
+    thread.start()
+    seen = []
+    try:
+        for _ in range(200):  # 2 s of samples of the inferring thread's allowed CPUs
+            if "id" in tid:
+                seen.append(os.sched_getaffinity(tid["id"]))
+            threading.Event().wait(0.01)
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert seen and all(s == allowed for s in seen), {frozenset(s) for s in seen}
