@@ -46,7 +46,8 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
 
     Accepts an explicit verdict ("parity_passed" or parity.passed) or the measured stats
     (parity.agreement, parity.max_abs_logit) judged against params.compress thresholds; a
-    reduced-precision variant (method or name says quantize/int8/fp16/bf16) gets the quant_* ones.
+    reduced-precision variant (its recorded precision is not fp32; without one, its method or
+    name says quantize/int8/fp16/bf16) gets the quant_* ones.
 
     Args:
         variant: the parsed variant.json.
@@ -64,8 +65,11 @@ def parity_from_variant(variant: dict[str, Any], compress: CompressParams) -> bo
         return bool(parity["passed"])
     if "agreement" not in parity or "max_abs_logit" not in parity:
         return False
-    tag = f"{variant.get('method', '')} {variant.get('name', '')}".lower()
-    quant = any(word in tag for word in ("quantiz", "int8", "fp16", "bf16"))
+    if variant.get("precision"):  # what the compression search records
+        quant = str(variant["precision"]) != "fp32"
+    else:  # a variant dir made by hand: its method or name says what it is
+        tag = f"{variant.get('method', '')} {variant.get('name', '')}".lower()
+        quant = any(word in tag for word in ("quantiz", "int8", "fp16", "bf16"))
     min_agreement = compress.quant_parity_min_agreement if quant else compress.parity_min_agreement
     max_abs = compress.quant_parity_max_abs_logit if quant else compress.parity_max_abs_logit
     return float(parity["agreement"]) >= min_agreement and float(parity["max_abs_logit"]) <= max_abs
