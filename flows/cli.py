@@ -161,6 +161,13 @@ def stage(
 def up(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each server.")] = 240.0,
     root: Annotated[Path, typer.Option(help="Project directory.")] = Path("."),
+    stack: Annotated[
+        str,
+        typer.Option(
+            help="embedded: Prefect + MLflow on SQLite; server: PostgreSQL, S3, MLflow and "
+            "Prefect servers, work pool and worker (README: Scaling out)."
+        ),
+    ] = "embedded",
 ) -> None:
     """Start a local Prefect server and MLflow tracking server (127.0.0.1, state in .tuneline/)."""
     from tuneline.settings import use_project
@@ -169,6 +176,11 @@ def up(
     from tuneline.services import start
     from tuneline.settings import get_settings
 
+    if stack != "embedded":
+        from tuneline.stack import start_cli
+
+        start_cli(stack, get_settings().root, root, timeout, typer.echo, fail)
+        return
     try:
         services = start(get_settings().root, timeout)
     except TunelineError as exc:
@@ -189,8 +201,9 @@ def down(
     use_project(root)
     from tuneline.services import stop
     from tuneline.settings import get_settings
+    from tuneline.stack import stop as stop_stack
 
-    outcome = stop(get_settings().root)
+    outcome = {**stop_stack(get_settings().root), **stop(get_settings().root)}
     for name, what in outcome.items():
         typer.echo(f"{name}: {what}")
     if not outcome:

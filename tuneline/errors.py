@@ -57,3 +57,8 @@ class CompressionError(ParityError):
     def __init__(self, summary: str, reasons: list[str]) -> None:
         self.reasons = reasons
         super().__init__(f"{summary}:\n  - " + "\n  - ".join(reasons))
+
+
+class StackError(TunelineError):
+    """A server of the stack (`tuneline up --stack server`) cannot be installed, started or
+    reached, or a store it serves (S3, PostgreSQL) failed a call."""
