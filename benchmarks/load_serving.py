@@ -47,6 +47,49 @@ def make_texts(n: int, words: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(words)) for _ in range(n)]
 
 
+def zipf_stream(
+    texts: Sequence[str], n: int, *, repeat_share: float, exponent: float, seed: int
+) -> list[str]:
+    """`n` texts in which `repeat_share` of them repeat an earlier one, popularity Zipf.
+
+    A repeat picks the text first sent k-th with weight 1/k**exponent (the earliest are the
+    most popular); every other text is new: `texts` in turn (their length mix), and once they
+    run out, again with a pass number appended, so a new text is never one seen before.
+
+    Args:
+        texts: the source texts (e.g. the test split's).
+        n: length of the stream.
+        repeat_share: the fraction of the stream that repeats (0.5: half).
+        exponent: the Zipf exponent (1.0-1.2 is typical of query logs).
+        seed: the random seed.
+
+    Returns:
+        The stream, in sending order.
+    """
+    import bisect
+    import itertools
+
+    rng = random.Random(seed)
+    order = list(texts)
+    rng.shuffle(order)
+    fresh = (
+        text if rounds == 0 else f"{text} ({rounds})"
+        for rounds in itertools.count()
+        for text in order
+    )
+    cumulative = list(itertools.accumulate(1.0 / k**exponent for k in range(1, n + 1)))
+    seen: list[str] = []
+    stream = []
+    for _ in range(n):
+        if seen and rng.random() < repeat_share:
+            pick = bisect.bisect_left(cumulative, rng.random() * cumulative[len(seen) - 1])
+            stream.append(seen[min(pick, len(seen) - 1)])
+        else:
+            seen.append(next(fresh))
+            stream.append(seen[-1])
+    return stream
+
+
 @dataclass
 class PhaseResult:
     """Figures of one phase (latencies in ms, of accepted = 2xx requests)."""
@@ -294,6 +337,9 @@ class Loader:
             self.requests.append(head.encode("latin-1") + body)
         self.timeout_s = timeout_s
         self.max_connections = max_connections
+        # Requests go out in payload order across phases (a phase does not restart at the
+        # first payload): a stream with repeats (zipf_stream) keeps its share of repeats.
+        self.cursor = 0
 
     def client(self) -> RawHttpClient:
         return RawHttpClient(
@@ -302,7 +348,8 @@ class Loader:
 
     async def _one(self, client: RawHttpClient, i: int, scheduled: float) -> Outcome:
         lag = time.perf_counter() - scheduled
-        status = await client.request(self.requests[i % len(self.requests)])
+        raw, self.cursor = self.requests[self.cursor % len(self.requests)], self.cursor + 1
+        status = await client.request(raw)
         return status, time.perf_counter() - scheduled, lag, scheduled
 
     async def open_loop(self, name: str, rate_rps: float, duration_s: float) -> PhaseResult:

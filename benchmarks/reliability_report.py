@@ -6,6 +6,8 @@ Inputs, all in one directory (default benchmarks/results/reliability/, where
   serving-load.json         steady / 3x overload / burst / recovery phases (a built Bento)
   serving-load-short.json   the same profile with 3 s phases (make test's version)
   serving-efficiency.json   HTTP vs in-process ORT, batching on vs off
+  serving-efficiency-chosen.json  the chosen variant: batching, cache (Zipf), workers, in-process
+                            (benchmarks/serving_efficiency.py, every comparison interleaved)
   contention-<P>x<R>.json   registry compare-and-set under contention
   fuzz-<mode>.json          schemathesis status counts
   hostile_limits.json       hostile requests to the served endpoint (auth, size caps, paths)
@@ -63,6 +65,7 @@ def collect(results: Path) -> dict[str, Any]:
         "serving_load": read_json(results / "serving-load.json"),
         "serving_load_short": read_json(results / "serving-load-short.json"),
         "serving_efficiency": read_json(results / "serving-efficiency.json"),
+        "serving_efficiency_chosen": read_json(results / "serving-efficiency-chosen.json"),
         "contention": {
             p.stem: {k: v for k, v in read_json(p).items() if k != "by_round"}
             for p in sorted(results.glob("contention-*.json"))
@@ -108,6 +111,57 @@ def load_table(load: dict[str, Any]) -> list[str]:
                 for r in timeline
             )
             lines += ["", f"{name} per second (accepted/sent, p99 ms): {cells}"]
+    return lines
+
+
+ROW_TITLES = {
+    "batching_on": "adaptive batching on",
+    "batching_off": "batching off (max_batch_size 1)",
+    "cache_off_zipf": "Zipf stream (half repeats), cache off",
+    "cache_on_zipf": "Zipf stream (half repeats), cache on",
+    "workers_2": "2 workers x 1 thread, both CPUs",
+}
+RATIO_TITLES = {
+    "http_over_inprocess": "HTTP (batching on) / in-process at max_batch_size",
+    "batching_on_over_off": "batching on / off at p99 <= bound",
+    "cache_on_over_off": "cache on / off at p99 <= bound, half repeats",
+    "cache_on_over_off_capacity": "cache on / off, closed-loop capacity",
+    "workers_2_over_1": "2 workers / 1 worker at p99 <= bound",
+}
+
+
+def efficiency_rows_table(eff: dict[str, Any]) -> list[str]:
+    """The rows of benchmarks/serving_efficiency.py: settings, capacity, rate at the bound."""
+    info, machine, rows = eff["variant_info"], eff["machine"], eff["rows"]
+    bound = fmt(eff["p99_bound_ms"], 0)
+    flags = ", ".join(f for f, on in machine["cpu_flags"].items() if on)
+    load = ", ".join(f"{x:.1f}" for x in machine["load_average"])
+    lines = [
+        f"Variant {info.get('name', '?')} ({info.get('runtime', '?')}, "
+        f"{info.get('precision', '?')}), {eff['texts']} test-split texts, one per request; "
+        f"servers on CPU 0 (workers_2: CPUs 0-1), generator on CPU 1; {machine['cpu']} "
+        f"({flags}), {machine['cores']} cores, load average {load} at the end.",
+        "",
+        f"| row | capacity rps (median of turns) | rps at p99 <= {bound} ms (median of sweeps) "
+        "| per sweep | shed | 5xx |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for name, title in ROW_TITLES.items():
+        r = rows.get(name)
+        if r is None:
+            continue
+        caps = sorted(r["capacity_rps"])
+        lines.append(
+            f"| {title} | {fmt(caps[len(caps) // 2])} | {fmt(r['throughput_rps'])} | "
+            f"{', '.join(fmt(x) for x in r['best_rps'])} | {r['shed']} | {r['server_errors']} |"
+        )
+    for name, value in rows["inprocess_texts_per_s"].items():
+        lines.append(f"| in-process texts/s, {name.replace('_', ' ')} | | {fmt(value)} | | | |")
+    lines += ["", "| ratio | measured | target |", "| --- | ---: | ---: |"]
+    for name, title in RATIO_TITLES.items():
+        target = eff["targets"].get(name)
+        cell = f">= {target}" if target else ""
+        lines.append(f"| {title} | {fmt(eff['ratios'].get(name), 2)} | {cell} |")
     return lines
 
 
@@ -199,6 +253,9 @@ def markdown(report: dict[str, Any]) -> str:
         ]
     else:
         lines.append("not run")
+    lines += ["", "## Serving efficiency of the chosen variant (interleaved, measured)", ""]
+    chosen = report.get("serving_efficiency_chosen")
+    lines += efficiency_rows_table(chosen) if chosen else ["not run"]
     lines += ["", "## Registry under contention (MLflow server on SQLite)", ""]
     if report["contention"]:
         lines += [

@@ -173,6 +173,7 @@ def up(
     from tuneline.settings import use_project
 
     use_project(root)
+    from flows.cli_gate import start_gate
     from tuneline.services import start
     from tuneline.settings import get_settings
 
@@ -182,7 +183,7 @@ def up(
         start_cli(stack, get_settings().root, root, timeout, typer.echo, fail)
         return
     try:
-        services = start(get_settings().root, timeout)
+        services = {**start(get_settings().root, timeout), "gate": start_gate(root, timeout)}
     except TunelineError as exc:
         fail(exc)
         return
@@ -239,9 +240,11 @@ def schedule(
 
 def _register_commands() -> None:
     # registry and serving commands live beside their code; registering them imports nothing heavy
+    from flows.cli_gate import register_gate_cli
     from flows.cli_registry import register_cli
 
     register_cli(app)
+    register_gate_cli(app)
 
 
 _register_commands()

@@ -123,9 +123,11 @@ def serve(
     root: Path = typer.Option(Path("."), help="project directory"),
     host: str = typer.Option(None, help="bind address (default params.serve.host)"),
     port: int = typer.Option(None, help="port (default params.serve.port)"),
+    force: bool = typer.Option(False, "--force", help="serve a champion no gate passed"),
 ) -> None:
     """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
     from flows.cli import fail
+    from tasks.release.guard import ungated
     from tasks.release.package import bentoml_env
     from tuneline import registry
     from tuneline.processes import run_foreground
@@ -142,6 +144,9 @@ def serve(
     tag = registry.version_tags(name, version).get("bento_tag")
     if not tag:
         typer.echo(f"{name} v{version} has no Bento; run `tuneline promote {version}`")
+        raise typer.Exit(1)
+    if not force and (why := ungated(name, version)) is not None:
+        typer.echo(why)
         raise typer.Exit(1)
     host = host or params.serve.host
     port = port or params.serve.port

@@ -186,6 +186,9 @@ class GateParams(_Frozen):
     smoke_timeout_s: float = Field(gt=0)
     smoke_texts: int = Field(ge=1)
     smoke_atol: float = Field(gt=0)
+    allow_manual_champion: bool  # False: a hand-set @champion without a passing gate is undone
+    webhook_port: int = Field(ge=1, le=65535)
+    watch_interval_s: float = Field(gt=0, le=3600)
 
 
 class ServeParams(_Frozen):

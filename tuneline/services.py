@@ -28,6 +28,7 @@ from tuneline import prefect_server
 from tuneline.errors import TunelineError
 from tuneline.io import write_json
 from tuneline.processes import start_child, stop_pid_group
+from tuneline.webhooks import mlflow_server_env as webhook_env
 
 PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
@@ -168,7 +169,7 @@ def start(home: Path, timeout_s: float = 240.0) -> dict[str, Service]:
             "1",
         ]
         services["mlflow"], started["mlflow"] = _spawn(
-            Service("mlflow", url, f"{url}/health", 0), args, logs, env
+            Service("mlflow", url, f"{url}/health", 0), args, logs, {**env, **webhook_env(home)}
         )
     if "prefect" not in services:
         url = f"http://127.0.0.1:{PREFECT_PORT}"
@@ -190,6 +191,30 @@ def start(home: Path, timeout_s: float = 240.0) -> dict[str, Service]:
                 f"{name} {how} at {services[name].health}; see {logs / (name + '.log')}"
             )
     return services
+
+
+def add_service(
+    home: Path, service: Service, args: list[str], env: dict[str, str], timeout_s: float
+) -> Service:
+    """Start one more server beside the two (the webhook receiver), record it, wait for it.
+
+    Raises:
+        TunelineError: it did not answer in time (its log file is named).
+    """
+    home = home.resolve()
+    if (found := running(home).get(service.name)) is not None:
+        return found
+    logs = home / "services"
+    service, proc = _spawn(service, args, logs, env)
+    path = state_path(home)
+    recorded = _load(path) if path.exists() else {}
+    write_json(
+        path, {k: dataclasses.asdict(v) for k, v in {**recorded, service.name: service}.items()}
+    )
+    if not _wait(service, proc, timeout_s):
+        log = logs / f"{service.name}.log"
+        raise TunelineError(f"{service.name} did not answer at {service.health}; see {log}")
+    return service
 
 
 def stop(home: Path) -> dict[str, str]:

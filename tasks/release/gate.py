@@ -21,7 +21,9 @@ from prefect import task
 
 from serving.predictor import OnnxTextClassifier
 from serving.timing import latency_ms
+from tasks.release.card import Verdict
 from tasks.release.decision import Decision, Scorecard, decide_promotion
+from tasks.release.outcome import measured, publish_outcome
 from tasks.release.register import download_version
 from tuneline import audit, registry
 from tuneline.config import Params
@@ -40,6 +42,7 @@ class GateResult:
     decision: Decision
     candidate: Scorecard
     champion: Scorecard | None
+    project_root: str | None = None  # whose pinned splits it was scored on (for the card)
 
 
 def data_committed(project_root: Path | str) -> tuple[bool, str]:
@@ -191,6 +194,9 @@ def gate_version(
     if not committed:
         decision = Decision(decision.promote, (*decision.reasons, f"NOTE {why}"), decision.deltas)
     registry.set_version_tag(name, version, "gate", "passed" if decision.promote else "refused")
+    if not decision.promote:  # a pass is published by promote_version, after the smoke test
+        verdict = Verdict("refused", decision.reasons, champion_version, measured(candidate))
+        publish_outcome(name, version, root, verdict)
     audit.append_audit(
         {
             "event": "gate",
@@ -202,4 +208,4 @@ def gate_version(
             "deltas": decision.deltas,
         }
     )
-    return GateResult(name, version, champion_version, decision, candidate, champion)
+    return GateResult(name, version, champion_version, decision, candidate, champion, str(root))

@@ -13,9 +13,12 @@ from typing import Literal
 
 from prefect import task
 
+from tasks.release.card import Verdict
 from tasks.release.gate import GateResult
+from tasks.release.outcome import measured, publish_outcome
 from tasks.release.smoke import SmokeResult
 from tuneline import audit, registry
+from tuneline.decisions import PASSED, REFUSED
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,12 @@ def promote_version(gate: GateResult, smoke: SmokeResult) -> PromotionResult:
     """
     reasons = (*gate.decision.reasons, f"{'PASS' if smoke.passed else 'FAIL'} {smoke.reason}")
     name, version = gate.name, gate.version
-    if not (gate.decision.promote and smoke.passed):
+    passed = gate.decision.promote and smoke.passed
+    # published before champion moves: the champion guard reads this very tag
+    outcome, compared = PASSED if passed else REFUSED, gate.champion_version
+    verdict = Verdict(outcome, reasons, compared, measured(gate.candidate))
+    publish_outcome(name, version, gate.project_root, verdict)
+    if not passed:
         result = PromotionResult(
             "refused", name, version, gate.champion_version, gate.champion_version, reasons
         )

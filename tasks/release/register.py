@@ -8,6 +8,7 @@ registered version out again as a variant directory, for the gate and the Bento.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from tuneline import registry
 from tuneline.config import CompressParams, Params
 from tuneline.errors import UnsafeArtifactError
 from tuneline.io import md5_file
-from tuneline.lineage import lineage_tags
+from tuneline.lineage import lineage_tags, log_datasets
 from tuneline.models import check_safe_model_dir
 
 REGISTER_EXPERIMENT = "registry"
@@ -126,6 +127,8 @@ def register_variant(
     Raises:
         FileNotFoundError / UnsafeArtifactError: the directory breaks the contract.
     """
+    from mlflow.exceptions import MlflowException
+
     onnx_dir = Path(onnx_dir)
     variant = check_variant_dir(onnx_dir)
     name = params.gate.registered_model
@@ -152,6 +155,9 @@ def register_variant(
     )
     version, run_id = log_registered_model(onnx_dir, name, variant, classifier, tags)
     mlc = registry.client()
+    for run in sorted({finetune_run_id or "", run_id} - {""}):  # Dataset column: data version
+        with contextlib.suppress(MlflowException):  # a fine-tune run id from another store
+            log_datasets(mlc, run, project_root)
     for key, value in tags.items():
         registry.set_version_tag(name, version, key, value)
     registry.with_retries(

@@ -293,3 +293,38 @@ def test_http_vs_inprocess_and_batching_on_vs_off(tmp_path: Path, pinned_loader:
             assert step["server_errors"] == 0, (mode, step["name"], step["statuses"])
         assert results[mode]["throughput_rps"] > 0, (mode, results[mode])
     assert best > 0, results
+
+
+@pytest.mark.slow
+def test_efficiency_rows_are_measured_interleaved_without_server_errors(bento: Served) -> None:
+    """benchmarks/serving_efficiency.py on the tiny Bento, short steps: every row (batching
+    on/off, cache on/off on a Zipf stream, 2 workers) is swept with no 5xx, and the in-process
+    figures are measured between the steps. The chosen variant's figures come from running
+    the script itself (README "Serving")."""
+    import pandas as pd
+    import serving_efficiency
+
+    texts = pd.read_parquet(bento.base / "project" / "data" / "prepared" / "test.parquet")
+    work = bento.base / "efficiency"
+    work.mkdir()
+    result = serving_efficiency.measure(
+        bento.tag,
+        bento.variant,
+        texts["text"].tolist(),
+        bento.params,
+        work,
+        capacity_s=1.5,
+        step_s=1.5,
+        rounds=1,
+        stream_len=5000,
+    )
+    rows = result["rows"]
+    for name in serving_efficiency.server_settings(2, 2):
+        assert rows[name]["steps"], name
+        assert rows[name]["server_errors"] == 0, (
+            name,
+            [s["statuses"] for s in rows[name]["steps"]],
+        )
+        assert min(rows[name]["capacity_rps"]) > 0, (name, rows[name])
+    assert min(rows["inprocess_texts_per_s"].values()) > 0
+    assert set(result["ratios"]) >= set(serving_efficiency.TARGETS)
