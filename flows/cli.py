@@ -85,7 +85,7 @@ def run(
     Options are written into params.yaml first, as `dvc exp run -S` would, so DVC and the
     code see one set of settings and dvc.lock records which ones built the data.
     """
-    from tuneline.config import load_params, set_params
+    from tuneline.config import load_params
     from tuneline.runlock import project_lock
     from tuneline.settings import use_project
 
@@ -106,17 +106,11 @@ def run(
     try:
         # one run per project: two would share params.yaml, the DVC workspace and the run dirs
         with project_lock("tuneline run"):
-            if updates:
-                # refuse bad values (a source inside a DVC stage output too) before touching it
-                load_params(root, profile=updates.get("base.profile"), overrides=updates)
-                set_params(root, updates)
-            params = load_params(root)
-            prefect_env()
-            from flows.training import training_flow
+            # refuse bad values (a source inside a DVC stage output too) before touching it
+            params = load_params(root, profile=updates.get("base.profile"), overrides=updates)
+            from flows.cli_run import run_flow
 
-            # a user file can change under the same path: re-read it (same bytes -> DVC skips)
-            force = params.data.source not in ("sms_spam", "movie_reviews")
-            summary = training_flow(project_root=str(root), force_ingest=force, data_only=data_only)
+            summary = run_flow(root, updates, params.base.progress_seconds, data_only)
     except TunelineError as exc:
         fail(exc)
         return
@@ -242,8 +236,10 @@ def _register_commands() -> None:
     # registry and serving commands live beside their code; registering them imports nothing heavy
     from flows.cli_gate import register_gate_cli
     from flows.cli_registry import register_cli
+    from flows.cli_status import register_status_cli
 
     register_cli(app)
+    register_status_cli(app)
     register_gate_cli(app)
 
 

@@ -67,6 +67,21 @@ def _check_version(name: str, version: str) -> None:
         fail(UsageError(f"promote: '{name}' has no version {version} (versions: {have})"))
 
 
+def _check_splits(root: Path) -> None:
+    """The gate scores on the pinned test split: refuse in one line when it is not there."""
+    from flows.cli import fail
+    from tuneline.lineage import PREPARED
+
+    missing = [n for n in ("labels.json", "test.parquet") if not (root / PREPARED / n).is_file()]
+    if missing:
+        fail(
+            UsageError(
+                f"promote: {PREPARED}/ has no {' or '.join(missing)}; "
+                "`dvc checkout` (or `tuneline run`) puts the data version back first"
+            )
+        )
+
+
 def promote(
     version: str = typer.Argument(..., help="registered model version to gate and promote"),
     profile: str = typer.Option(None, help="params profile (configs/<name>.yaml)"),
@@ -78,6 +93,7 @@ def promote(
 
     use_project(root)
     _check_version(_settings(root, profile).gate.registered_model, version)
+    _check_splits(root)
     try:
         # a promotion builds Bentos and moves @champion: never beside a run of this project
         with project_lock(f"tuneline promote {version}"):

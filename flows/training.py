@@ -33,7 +33,14 @@ from tasks.release.promote import (
 from tasks.release.register import register_variant
 from tasks.release.smoke import smoke_test_bento
 from tuneline.config import Params, load_params
+from tuneline.console import stage
 from tuneline.errors import PromotionRefused
+from tuneline.headlines import (
+    compress_headline,
+    data_headline,
+    finetune_headline,
+    release_headline,
+)
 from tuneline.lineage import PREPARED
 from tuneline.summary import PipelineSummary, describe_release
 
@@ -63,47 +70,53 @@ def training_flow(
     prepared_dir = root / PREPARED
 
     # data: DVC stages, so dvc.lock records every hash
-    ingested = ingest_dataset(root, force=force_ingest)
-    validated = validate_dataset(root, wait_for=[ingested])
-    prepared = prepare_dataset(root, wait_for=[validated])
-    pushed = push_dataset(root, wait_for=[prepared])
-    data_md5 = verify_dataset(root, wait_for=[pushed])  # re-hash, never trust mtime
-    summary = summarize_dataset(root, data_md5, [ingested, validated, prepared])
+    with stage("data") as line:
+        ingested = ingest_dataset(root, force=force_ingest)
+        validated = validate_dataset(root, wait_for=[ingested])
+        prepared = prepare_dataset(root, wait_for=[validated])
+        pushed = push_dataset(root, wait_for=[prepared])
+        data_md5 = verify_dataset(root, wait_for=[pushed])  # re-hash, never trust mtime
+        summary = summarize_dataset(root, data_md5, [ingested, validated, prepared])
+        line.figure = data_headline(summary, root)
     if data_only:
         return summary
 
-    # fine-tune
-    dirs = plan_run_dirs(root, prepared_dir, params)
-    tuned = finetune_classifier(
-        prepared_dir,
-        params,
-        output_dir=Path(dirs.finetune),
-        project_root=root,
-        wait_for=[data_md5],
-    )
+    with stage("fine-tune") as line:
+        dirs = plan_run_dirs(root, prepared_dir, params)
+        tuned = finetune_classifier(
+            prepared_dir,
+            params,
+            output_dir=Path(dirs.finetune),
+            project_root=root,
+            wait_for=[data_md5],
+        )
+        line.figure = finetune_headline(tuned)
 
-    # compress
-    compressed = compress_model(
-        Path(tuned.model_dir),
-        prepared_dir,
-        params,
-        output_dir=Path(dirs.compress),
-        parent_run_id=tuned.run_id,
-    )
+    with stage("compress") as line:
+        compressed = compress_model(
+            Path(tuned.model_dir),
+            prepared_dir,
+            params,
+            output_dir=Path(dirs.compress),
+            parent_run_id=tuned.run_id,
+        )
+        line.figure = compress_headline(compressed)
 
     # release: a candidate already champion, or one a person rolled back from, stops here
-    registered = register_variant(
-        compressed.chosen.onnx_dir,
-        params=params,
-        finetune_run_id=tuned.run_id,
-        variant_run_id=compressed.chosen.run_id,
-        project_root=root,
-    )
-    released = (
-        skip_unchanged(registered.name, registered.version, registered.reused)
-        or hold_rolled_back(registered.name, registered.version)
-        or release_version(registered.name, registered.version, params, root)
-    )
+    with stage("release") as line:
+        registered = register_variant(
+            compressed.chosen.onnx_dir,
+            params=params,
+            finetune_run_id=tuned.run_id,
+            variant_run_id=compressed.chosen.run_id,
+            project_root=root,
+        )
+        released = (
+            skip_unchanged(registered.name, registered.version, registered.reused)
+            or hold_rolled_back(registered.name, registered.version)
+            or release_version(registered.name, registered.version, params, root)
+        )
+        line.figure = release_headline(released)
     return summary.with_extra(describe_release(tuned, compressed, released, params))
 
 

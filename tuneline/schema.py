@@ -18,6 +18,7 @@ class _Frozen(BaseModel):
 class BaseParams(_Frozen):
     seed: int = Field(ge=0)
     profile: str
+    progress_seconds: float = Field(gt=0)  # console progress lines when not a terminal
 
 
 class SeverityParams(_Frozen):

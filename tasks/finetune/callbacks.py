@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback
+
+from tuneline.io import write_json
 
 _KEY_RE = re.compile(r"[^\w\-. /]")  # characters MLflow refuses in a metric key
 
@@ -42,16 +45,28 @@ class MlflowStepLogger(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """Records where this process started and how many optimizer steps it ran."""
+    """Records where this process started and how many optimizer steps it ran; with a path
+    (rank 0), writes the step, the planned total and the last loss / val macro-F1 there after
+    every step, for the task's console progress (tasks/finetune/launcher.py reads it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: Path | None = None) -> None:
         self.start_step: int | None = None
         self.steps_run = 0
+        self.path = path
+        self.last: dict[str, float] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.start_step = state.global_step
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+        for key in ("loss", "eval_macro_f1"):
+            if logs and isinstance(logs.get(key), int | float):
+                self.last[key] = float(logs[key])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.start_step is None:
             self.start_step = state.global_step - 1
         self.steps_run += 1
+        if self.path is not None:
+            now = {"step": state.global_step, "total": state.max_steps, **self.last}
+            write_json(self.path, now)

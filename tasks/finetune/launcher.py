@@ -12,15 +12,20 @@ waiting for minutes on a rendezvous store that is gone.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tuneline.config import TrainParams
+from tuneline.console import Progress
 from tuneline.errors import ConfigError, TrainingError
 from tuneline.processes import start_child, stop_group
 
 WORKER_MODULE = "tasks.finetune.worker"
+PROGRESS_FILE = "progress.json"  # in the fine-tune output dir, rewritten after every step
 LAUNCHER_PID_ENV = "TUNELINE_LAUNCHER_PID"  # the agent's pid, for its workers to check
 
 
@@ -95,6 +100,25 @@ def worker_env(params: TrainParams, base: dict[str, str] | None = None) -> dict[
     return env
 
 
+def _wait_reporting(proc: Any, progress_file: Path) -> int:
+    """Wait for torchrun; meanwhile show the steps rank 0 writes to `progress_file`."""
+    progress_file.unlink(missing_ok=True)  # an earlier run's, until rank 0 writes its own
+    bar: Progress | None = None
+    while True:
+        try:
+            return int(proc.wait(timeout=1.0))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            now = json.loads(progress_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not written yet (the workers are still importing torch)
+        bar = bar or Progress("fine-tune", int(now.get("total") or 1), "steps")
+        shown = {"loss": "loss", "eval_macro_f1": "val macro-F1"}
+        note = ", ".join(f"{name} {now[k]:.3f}" for k, name in shown.items() if k in now)
+        bar.update(int(now.get("step", 0)), note)
+
+
 def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path) -> None:
     """Run torchrun to completion, its output going to `log_path`.
 
@@ -117,7 +141,8 @@ def run_training(spec_path: Path, params: TrainParams, log_path: Path, cwd: Path
         log.flush()
         proc = start_child(cmd, env=worker_env(params), log=log, cwd=cwd)
         try:
-            rc = proc.wait()
+            # rank 0 writes its step beside the log (callbacks.ProgressCallback)
+            rc = _wait_reporting(proc, log_path.parent / PROGRESS_FILE)
         except BaseException:
             # Interrupted (Ctrl-C, cancelled flow): never leave training running.
             stop_group(proc, grace_s=30)
