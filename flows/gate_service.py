@@ -68,8 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     # Prefect configures the root logger on import: ours get a handler of their own
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.getLogger("tuneline").addHandler(handler)
-    logging.getLogger("tuneline").setLevel(logging.INFO)
+    ours = logging.getLogger("tuneline")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False  # else Prefect's handler prints each line a second time
     use_project(root)
     params = load_params(root)
     secret = webhook_secret(get_settings().root)

@@ -143,3 +143,51 @@ def test_watch_moves_a_hand_set_champion_back(store: dict[str, Any]) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"@champion v{v2} set outside the gate: reverted" in proc.stdout, proc.stdout
     assert registry.alias_version(MODEL, "champion") == v1
+
+
+def test_the_card_reads_the_fine_tune_run_and_the_compression_search(
+    store: dict[str, Any],
+) -> None:
+    """The runs as the pipeline leaves them: train.* params and test_* metrics on the fine-tune
+    run, its confusion matrix, and the compression search's Pareto table and plot under
+    compression/ (tasks/compress logs them on the fine-tune run, its parent)."""
+    from mlflow.entities import Metric, Param
+
+    mlc, tmp = registry.client(), store["base"] / "runs"
+    (tmp / "compression").mkdir(parents=True)
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    (tmp / "confusion_matrix.png").write_bytes(png)
+    (tmp / "compression" / "pareto.png").write_bytes(png)
+    table = "| candidate | runtime | p95 ms (b1) |\n| --- | --- | ---: |\n"
+    table += "| parent_fp32_ort | ort | 4.2 |"
+    (tmp / "compression" / "pareto.md").write_text(f"# Compression: chosen `x`\n\n{table}\n")
+    ft = mlc.create_run(registry.experiment_id("guard-finetune")).info.run_id
+    now = 0
+    mlc.log_batch(
+        ft,
+        metrics=[
+            Metric(k, v, now, 0)
+            for k, v in {"test_accuracy": 0.93, "test_recall_spam": 0.71}.items()
+        ],
+        params=[Param("train.model", "tiny-bert"), Param("train.learning_rate", "0.001")],
+    )
+    mlc.log_artifact(ft, str(tmp / "confusion_matrix.png"))
+    mlc.log_artifacts(ft, str(tmp / "compression"), "compression")
+    reg = mlc.create_run(registry.experiment_id("guard-registry")).info.run_id
+    version = str(mlc.create_model_version(MODEL, str(tmp), run_id=reg).version)
+    for key, value in {"finetune_run_id": ft, "runtime": "openvino", "variant_name": "x"}.items():
+        registry.set_version_tag(MODEL, version, key, value)
+    publish_outcome(MODEL, version, None, Verdict("passed", ("PASS all",), "1", {"size_mb": 3.5}))
+    card = mlc.get_model_version(MODEL, version).description
+    for part in (
+        "| model | tiny-bert |",
+        "| accuracy | 0.9300 |",
+        "| spam | 0.7100 |",
+        "| parent_fp32_ort | ort | 4.2 |",
+        "| x | openvino |",
+        "3.50",
+    ):
+        assert part in card, (part, card)
+    html = Path(mlc.download_artifacts(reg, "model_card/card.html", str(tmp)))
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
