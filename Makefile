@@ -9,7 +9,7 @@ export UV_FIND_LINKS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all reliability bench lint setup clean-env
+.PHONY: run test test-all test-stack reliability bench lint setup clean-env
 
 setup: $(STAMP)
 
@@ -24,10 +24,15 @@ run: $(STAMP)
 	$(VENV)/bin/tuneline run
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not gpu and not stack" $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the server stack (README: Scaling out): PostgreSQL, S3, a work-pool deployment, two nodes,
+# three faults; brings the stack up and tears it down (tests/stack/conftest.py)
+test-stack: $(STAMP)
+	$(PY) -m pytest -m stack tests/stack $(PYTEST_ARGS)
 
 RELIABILITY_OUT ?= benchmarks/results/reliability
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -148,15 +149,23 @@ def _start_all(
     stack_s3.ensure_bucket(s3_url, timeout_s)
     for name in ("mlflow", "prefect"):
         srv.wait_http(found[name], timeout_s, logs)
-    worker_env = (
-        base | env | {"TUNELINE_PROJECT_DIR": str(project), "PREFECT_LOGGING_LEVEL": "INFO"}
-    )
+    worker_env = srv.worker_env(home, project, env)
     srv.prefect_cli(
         ["work-pool", "create", srv.POOL, "--type", "process", "--overwrite"],
         worker_env,
         project,
         timeout_s,
     )
+    made = subprocess.run(
+        [sys.executable, "-m", "tuneline.stack_servers"],
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise StackError(f"the zombie-run automation was refused: {made.stderr[-1500:]}")
     found["worker"] = srv.spawn(
         "worker",
         [str(Path(sys.executable).parent / "prefect"), *srv.worker_command()[1:]],
@@ -243,7 +252,7 @@ def start_cli(
 
 
 def stop_service(home: Path, name: str) -> None:
-    """Stop one server of the stack ("s3" or "postgres"), keeping its record: a fault."""
+    """Stop one server of the stack (s3, postgres, worker), keeping its record: a fault."""
     state = _require(home)
     if name == "postgres":
         stack_pg.stop_cluster(Path(state["pg_data"]))
@@ -266,10 +275,12 @@ def start_service(home: Path, name: str, timeout_s: float = 120.0) -> None:
         )
         cmdline, created = services.identity(pid) or ((), 0.0)
         fresh = dataclasses.replace(old, pid=pid, cmdline=cmdline, create_time=created)
-    elif name == "s3":
-        fresh = srv.spawn("s3", list(old.cmdline), old.health, srv.base_env(home), logs)
+    elif name in ("s3", "worker"):
+        project = Path(state["project"])
+        env = srv.base_env(home) if name == "s3" else srv.worker_env(home, project, state["env"])
+        fresh = srv.spawn(name, list(old.cmdline), old.health, env, logs, cwd=project)
     else:
-        raise StackError(f"restarting '{name}' is not supported (s3, postgres)")
+        raise StackError(f"restarting '{name}' is not supported (s3, postgres, worker)")
     state["services"][name] = fresh
     _save(home, state)
     if name == "s3":

@@ -131,6 +131,20 @@ def prefect_cli(args: list[str], env: dict[str, str], cwd: Path, timeout_s: floa
     return proc.stdout
 
 
+def worker_env(home: Path, project: Path, client: dict[str, str]) -> dict[str, str]:
+    """The worker's environment (its flow runs inherit it): the stack's endpoints, the project,
+    and flow-run heartbeats for the zombie automation."""
+    return (
+        base_env(home)
+        | client
+        | {
+            "TUNELINE_PROJECT_DIR": str(project),
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        }
+    )
+
+
 def base_env(home: Path) -> dict[str, str]:
     """The servers' and the worker's base environment: ours, quiet, no caller's API URL."""
     env = dict(os.environ)
@@ -181,3 +195,50 @@ def unregister_servers(home: Path, found: dict[str, Service]) -> None:
         if name in known and name in found and known[name]["pid"] == found[name].pid:
             del known[name]
     write_json(path, known) if known else path.unlink()
+
+
+HEARTBEAT_S = 30  # flow runs of the worker send a heartbeat event this often (Prefect's minimum)
+ZOMBIE_AFTER_S = 300  # a run silent this long is marked Crashed (90 s, the docs' figure, crashed
+# a healthy run on 2 cores at load 20: a heartbeat came 2 min late)
+
+
+def create_zombie_automation() -> None:
+    """The automation Prefect documents for self-hosted servers ("detect zombie flows"): a
+    flow run whose heartbeats stop (its worker or machine died) is set Crashed, so a rerun
+    can start. Needs PREFECT_API_URL; run by `python -m tuneline.stack_servers`."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    Automation(
+        name="tuneline: crash silent flow runs",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=ZOMBIE_AFTER_S),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {ZOMBIE_AFTER_S} s: its worker or machine died",
+            )
+        ],
+    ).create()
+
+
+if __name__ == "__main__":
+    create_zombie_automation()
