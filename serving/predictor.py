@@ -34,7 +34,13 @@ from serving.runtimes import (
     make_openvino,
     make_session,
 )
-from serving.tokens import length_buckets, load_tokenizer, max_length_of
+from serving.tokens import (
+    encode_head_tail,
+    head_tail_share,
+    length_buckets,
+    load_tokenizer,
+    max_length_of,
+)
 
 MODEL_FILE = "model.onnx"
 LABELS_FILE = "labels.json"
@@ -117,7 +123,11 @@ class OnnxTextClassifier:
             session = make_session(onnx_path, num_threads, use_gpu=use_gpu)
             self._input_names = {i.name for i in session.get_inputs()}
             self._run = lambda feeds: session.run([OUTPUT_NAME], feeds)[0]
-        self._tokenizer, self._fast, self._pad_id = load_tokenizer(self.model_dir, self.max_length)
+        # "truncation": "head_tail" keeps a long text's start and end (tuneline/truncation.py)
+        self.head_share = head_tail_share(info)
+        self._tokenizer, self._fast, self._pad_id = load_tokenizer(
+            self.model_dir, self.max_length, truncate=self.head_share is None
+        )
 
     def encode(self, texts: Sequence[str], *, pad_to_max: bool = False) -> dict[str, np.ndarray]:
         """Token ids and attention mask as int64 arrays [batch, seq].
@@ -137,7 +147,15 @@ class OnnxTextClassifier:
 
     def _encode_all(self, texts: Sequence[str], *, pad_to_max: bool) -> dict[str, np.ndarray]:
         # ids and mask both, whatever the graph takes: ordering by length reads the mask
-        if self._fast:
+        if self._fast and self.head_share is not None:
+            ids, mask = encode_head_tail(
+                self._tokenizer, texts, self.max_length, self.head_share, self._pad_id
+            )
+            width = self.max_length - ids.shape[1] if pad_to_max else 0
+            if width > 0:
+                ids = np.pad(ids, ((0, 0), (0, width)), constant_values=self._pad_id)
+                mask = np.pad(mask, ((0, 0), (0, width)), constant_values=0)
+        elif self._fast:
             encodings = self._tokenizer.encode_batch(list(texts))
             ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
             mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)

@@ -7,6 +7,7 @@ for a variant without tokenizer.json).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,56 @@ def max_length_of(model_dir: Path, variant: dict[str, Any]) -> int:
     return _MAX_POSITIONS
 
 
-def load_tokenizer(model_dir: Path, max_length: int) -> tuple[Any, bool, int]:
+def head_tail(ids: Sequence[int], keep: int, head_share: float) -> list[int]:
+    """`keep` of `ids`: the first round(keep x head_share), the rest from the end.
+
+    The same rule as tuneline.truncation.head_tail (which the trainer and the parity check use;
+    serving may not import it): parity on every export compares the two.
+    """
+    if len(ids) <= keep:
+        return list(ids)
+    head = min(keep, round(keep * head_share))
+    return list(ids[:head]) + (list(ids[len(ids) - (keep - head) :]) if keep > head else [])
+
+
+def head_tail_share(variant: dict[str, Any]) -> float | None:
+    """The head share when variant.json says `"truncation": "head_tail"`, else None (head)."""
+    if variant.get("truncation") != "head_tail":
+        return None
+    return float(variant["truncation_head_share"])
+
+
+def encode_head_tail(
+    tok: Any, texts: Sequence[str], max_length: int, head_share: float, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ids and mask [batch, longest] of a `tokenizers.Tokenizer` loaded with truncate=False:
+    each text's tokens between its leading and trailing special tokens cut by `head_tail`."""
+    rows = []
+    for enc in tok.encode_batch(list(texts)):
+        special = enc.special_tokens_mask
+        lead = next((i for i, m in enumerate(special) if not m), len(special))
+        trail = next((i for i, m in enumerate(reversed(special)) if not m), 0)
+        ids = enc.ids
+        body = head_tail(ids[lead : len(ids) - trail], max_length - lead - trail, head_share)
+        rows.append(ids[:lead] + body + ids[len(ids) - trail :])
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)], mask[i, : len(row)] = row, 1
+    return out, mask
+
+
+def load_tokenizer(
+    model_dir: Path, max_length: int, truncate: bool = True
+) -> tuple[Any, bool, int]:
     """The variant's tokenizer, padding to the longest row and truncating at `max_length`.
 
     Args:
         model_dir: the variant directory (tokenizer.json, or files AutoTokenizer reads).
         max_length: truncation length.
+        truncate: False for head_tail variants: a `tokenizers.Tokenizer` then neither pads
+            nor truncates (`encode_head_tail` does both).
 
     Returns:
         (tokenizer, whether it is a `tokenizers.Tokenizer`, the pad token id).
@@ -83,8 +128,12 @@ def load_tokenizer(model_dir: Path, max_length: int) -> tuple[Any, bool, int]:
             if isinstance(pad, str) and tok.token_to_id(pad) is not None:
                 pad_token, pad_id = pad, tok.token_to_id(pad)
                 break
-        tok.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
-        tok.enable_truncation(max_length=max_length)
+        if truncate:
+            tok.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
+            tok.enable_truncation(max_length=max_length)
+        else:
+            tok.no_padding()
+            tok.no_truncation()
         return tok, True, pad_id or 0
     # No tokenizer.json (slow-tokenizer files only): let transformers read them, safely.
     from transformers import AutoTokenizer

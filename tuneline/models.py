@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tuneline.errors import TrainingError, UnsafeArtifactError
+from tuneline.noise import no_loading_bar
+from tuneline.truncation import HEAD, Cut, tokenize
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +27,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # The inputs every exported graph takes, in order (serving.predictor.INPUT_NAMES on the ONNX
 # side: tuneline cannot import serving, and serving cannot import tuneline).
 INPUT_NAMES = ("input_ids", "attention_mask")
+TINY_POSITIONS = 512  # the tiny BERT's position embeddings, as BERT's
 TINY = "tiny-bert"
 MINILM = "minilm"
 
@@ -136,7 +139,7 @@ def build_tiny_bert(
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
-        model_max_length=params.max_seq_len,
+        model_max_length=params.max_seq_len or TINY_POSITIONS,  # 0: auto, chosen later
     )
     id2label, label2id = label_maps(labels)
     config = BertConfig(
@@ -145,7 +148,7 @@ def build_tiny_bert(
         num_hidden_layers=params.tiny_layers,
         num_attention_heads=params.tiny_heads,
         intermediate_size=params.tiny_intermediate,
-        max_position_embeddings=max(512, params.max_seq_len),
+        max_position_embeddings=max(TINY_POSITIONS, params.max_seq_len),
         id2label=id2label,
         label2id=label2id,
     )
@@ -163,14 +166,15 @@ def load_pretrained(
     id2label, label2id = label_maps(labels)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            source,
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id=label2id,
-            use_safetensors=True,
-            trust_remote_code=False,
-        )
+        with no_loading_bar():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=len(labels),
+                id2label=id2label,
+                label2id=label2id,
+                use_safetensors=True,
+                trust_remote_code=False,
+            )
     except OSError as exc:
         raise TrainingError(f"cannot load model '{source}': {exc}") from exc
     return model, tokenizer
@@ -182,15 +186,21 @@ def load_classifier(model_dir: Path | str) -> tuple[Any, Any]:
 
     check_safe_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), use_safetensors=True, trust_remote_code=False
-    )
+    with no_loading_bar():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), use_safetensors=True, trust_remote_code=False
+        )
     model.eval()
     return model, tokenizer
 
 
 def encode(
-    tokenizer: Any, texts: Sequence[str], max_length: int, *, pad_to_max: bool = False
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    *,
+    pad_to_max: bool = False,
+    cut: Cut = HEAD,
 ) -> dict[str, np.ndarray]:
     """Tokenize `texts` with a Hugging Face tokenizer into the int64 arrays of INPUT_NAMES.
 
@@ -202,10 +212,19 @@ def encode(
         texts: the texts, truncated to `max_length` tokens.
         max_length: truncation length.
         pad_to_max: pad every row to `max_length` instead of to the longest row.
+        cut: how a longer text is cut (tuneline/truncation.py).
 
     Returns:
         input name -> array [batch, seq].
     """
+    if cut.mode != "head":
+        rows = tokenize(tokenizer, texts, max_length, cut)
+        width = max_length if pad_to_max else max((len(x) for x in rows["input_ids"]), default=0)
+        pads = {"input_ids": int(tokenizer.pad_token_id or 0), "attention_mask": 0}
+        return {  # padded on the right, as the tokenizers pad
+            name: np.asarray([x + [pads[name]] * (width - len(x)) for x in rows[name]], np.int64)
+            for name in INPUT_NAMES
+        }
     enc = tokenizer(
         list(texts),
         padding="max_length" if pad_to_max else True,
@@ -217,7 +236,12 @@ def encode(
 
 
 def torch_logits(
-    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 32
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 32,
+    cut: Cut = HEAD,
 ) -> np.ndarray:
     """Logits of a PyTorch classifier, tokenized as the exported graph is (`encode`).
 
@@ -230,6 +254,7 @@ def torch_logits(
         texts: the texts.
         max_length: truncation length.
         batch_size: rows per forward pass.
+        cut: how a longer text is cut (tuneline/truncation.py).
 
     Returns:
         float32 logits [len(texts), num_labels], in input order.
@@ -242,7 +267,7 @@ def torch_logits(
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
-            feed = encode(tokenizer, [texts[i] for i in idx], max_length)
+            feed = encode(tokenizer, [texts[i] for i in idx], max_length, cut=cut)
             logits = model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
             out[idx] = logits.float().numpy()
     return out
@@ -255,8 +280,10 @@ class TextDataset:
     and distillation; plain so that importing this module does not import torch.
     """
 
-    def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_len: int):
-        enc = tokenizer(texts, truncation=True, max_length=max_len)
+    def __init__(
+        self, tokenizer: Any, texts: list[str], labels: list[int], max_len: int, cut: Cut = HEAD
+    ):
+        enc = tokenize(tokenizer, texts, max_len, cut)
         self.rows = [
             {"input_ids": ids, "attention_mask": mask, "labels": int(y)}
             for ids, mask, y in zip(enc["input_ids"], enc["attention_mask"], labels, strict=True)

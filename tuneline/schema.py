@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["error", "warning"]
+AUTO_SEQ_LEN = 0  # train.max_seq_len: auto, resolved from the training split before training
 
 
 class _Frozen(BaseModel):
@@ -114,7 +115,12 @@ class TrainParams(_Frozen):
     learning_rate: float = Field(gt=0)
     warmup_ratio: float = Field(ge=0, le=1)
     weight_decay: float = Field(ge=0)
-    max_seq_len: int = Field(ge=8)
+    # "auto" (read as AUTO_SEQ_LEN, 0): a percentile of the training split's token lengths,
+    # capped at the model's limit (tasks/finetune/seqlen.py); else the length itself (>= 8)
+    max_seq_len: int = Field(ge=0)
+    seq_len_percentile: float = Field(gt=0, le=100)
+    truncation: Literal["head", "head_tail"]  # head_tail keeps the start and the end
+    truncation_head_share: float = Field(gt=0, lt=1)  # of the kept tokens, from the start
     early_stopping_patience: int = Field(ge=0)
     early_stopping_threshold: float = Field(ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"]
@@ -142,6 +148,16 @@ class TrainParams(_Frozen):
     tiny_vocab_size: int = Field(ge=100)
     dropout: float | None = Field(ge=0, lt=1)
     save_total_limit: int = Field(ge=1)
+
+    @field_validator("max_seq_len", mode="before")
+    @classmethod
+    def _auto_len(cls, value: object) -> object:
+        if value == "auto":
+            return AUTO_SEQ_LEN
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 8:
+            raise ValueError("train.max_seq_len must be 'auto' or at least 8")
+        return value
+
 
 
 class CompressParams(_Frozen):

@@ -47,6 +47,8 @@ def _same_type(base: Any, new: Any) -> bool:
         return True  # an integer literal for a float knob is not a type change
     if base is None:
         return True
+    if "auto" in (base, new) and all(isinstance(v, str | int) for v in (base, new)):
+        return True  # a knob that may be 'auto' (train.max_seq_len) takes a number too
     return type(base) is type(new)
 
 

@@ -116,7 +116,7 @@ def search_candidates(
 
 
 def _reference_logits(ctx: BuildContext, model: Any) -> np.ndarray:
-    return torch_logits(model, ctx.tokenizer, ctx.test[0], ctx.params.train.max_seq_len)
+    return torch_logits(model, ctx.tokenizer, ctx.test[0], ctx.max_len, cut=ctx.cut)
 
 
 def _kept(ctx: BuildContext, search: Search, pairs: list[Pair], structure: Structure) -> list[Pair]:
@@ -168,7 +168,7 @@ def _search_structure(
             opset=ctx.params.compress.opset,
             max_seq_len=ctx.params.train.max_seq_len,
             work_dir=ctx.work,
-            meta={"source": str(source)},
+            meta={"source": str(source), **ctx.cut.meta()},  # serving cuts texts the same way
         )
         reference = _reference_logits(ctx, model) if known_logits is None else known_logits
     except Exception as exc:  # a broken structure drops its candidates, not the run
@@ -187,6 +187,7 @@ def _search_structure(
         except Exception as exc:  # an export or runtime error drops this candidate only
             search.failed[name] = f"build failed: {_why(exc)}"
             shutil.rmtree(ctx.output_dir / name, ignore_errors=True)
+        ctx.progress.update(len(search.candidates) + len(search.failed), f"last {name}")
 
 
 def _why(exc: BaseException) -> str:

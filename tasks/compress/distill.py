@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from tuneline.config import Params
+from tuneline.truncation import cut_of
 
 
 def _trainer_args(out: str, params: Params, max_steps: int, epochs: float) -> Any:
@@ -74,7 +75,9 @@ def _val_accuracy(
     from tuneline.models import torch_logits
 
     texts, labels = val
-    logits = torch_logits(model, tokenizer, texts, params.train.max_seq_len)
+    logits = torch_logits(
+        model, tokenizer, texts, params.train.max_seq_len, cut=cut_of(params.train)
+    )
     return float(np.mean(logits.argmax(axis=1) == np.asarray(labels)))
 
 
@@ -133,7 +136,9 @@ def _train(
 
     from tuneline.models import TextDataset  # the fine-tune's own dataset: one definition
 
-    data = TextDataset(tokenizer, list(texts), list(labels), params.train.max_seq_len)
+    data = TextDataset(
+        tokenizer, list(texts), list(labels), params.train.max_seq_len, cut_of(params.train)
+    )
     with tempfile.TemporaryDirectory(prefix="tuneline-kd-") as out:
         trainer = trainer_cls(
             model=model,

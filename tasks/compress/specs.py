@@ -15,7 +15,7 @@ pairs (BF16, INT8, FP16) to the looser quant_* thresholds, because they legitima
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from serving.runtimes import ONNXRUNTIME, OPENVINO
 from tasks.compress import variants as V
 from tasks.compress.distill import distill, finetune_steps
 from tuneline.config import CompressParams, Params
+from tuneline.console import Progress
+from tuneline.truncation import Cut, cut_of
 
 PARENT = "parent"
 Settings = dict[str, Any]  # logged as the candidate's MLflow params and in variant.json
@@ -57,6 +59,18 @@ class BuildContext:
     test: tuple[list[str], list[int]]
     output_dir: Path
     work: Path
+    # candidates built so far, on the console (tuneline/console.py): the search's progress
+    progress: Progress = field(default_factory=lambda: Progress("compress", 0, "candidates"))
+
+    @property
+    def cut(self) -> Cut:
+        """How a text over train.max_seq_len tokens is cut (tuneline/truncation.py)."""
+        return cut_of(self.params.train)
+
+    @property
+    def max_len(self) -> int:
+        """train.max_seq_len ('auto' already resolved to the length the model trained at)."""
+        return self.params.train.max_seq_len
 
 
 @dataclass(frozen=True)

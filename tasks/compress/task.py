@@ -33,6 +33,7 @@ from tuneline.config import Params
 from tuneline.errors import CompressionError
 from tuneline.io import write_json
 from tuneline.lineage import lineage_tags
+from tuneline.truncation import model_seq_len
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ def compress_model(
         CompressionError: no candidate passed parity and the budget (each reason listed).
     """
     model_dir, prepared_dir, output_dir = Path(model_dir), Path(prepared_dir), Path(output_dir)
+    params = model_seq_len(params, model_dir)  # max_seq_len 'auto': the length it trained at
     label_src = model_dir / "labels.json"
     labels = json.loads(
         (label_src if label_src.exists() else prepared_dir / "labels.json").read_text("utf-8")

@@ -29,17 +29,19 @@ def predict_logits(model_dir: Path, texts: Sequence[str], batch_size: int = 64) 
 
     Args:
         model_dir: fine-tuned HF model dir.
-        texts: the texts, truncated to the tokenizer's model_max_length (at most 512).
+        texts: the texts, cut to the tokenizer's model_max_length (at most 512) by the
+            rule the model was trained with (truncation.json).
         batch_size: rows per forward pass.
 
     Returns:
         float32 logits [rows, num_labels], in input order.
     """
     from tuneline.models import load_classifier, torch_logits
+    from tuneline.truncation import cut_of_dir
 
     model, tokenizer = load_classifier(model_dir)
     max_len = min(int(tokenizer.model_max_length), 512)
-    return torch_logits(model, tokenizer, texts, max_len, batch_size)
+    return torch_logits(model, tokenizer, texts, max_len, batch_size, cut_of_dir(model_dir))
 
 
 def evaluate_model(

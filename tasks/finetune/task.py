@@ -25,9 +25,11 @@ from tasks.finetune.budget import Budget, plan_budget, steps_used
 from tasks.finetune.checkpoints import prepare_checkpoints
 from tasks.finetune.evaluate import evaluate_model, plot_confusion
 from tasks.finetune.launcher import per_device_batch, run_training, world_size
+from tasks.finetune.seqlen import resolve_seq_len
 from tuneline import registry
 from tuneline.caching import cached, finetune_key
 from tuneline.config import Params
+from tuneline.console import say
 from tuneline.errors import TrainingError
 from tuneline.io import md5_file, write_json
 from tuneline.lineage import lineage_tags
@@ -188,9 +190,10 @@ def finetune_classifier(
     tokenizer_dir = (
         tiny_tokenizer(prepared_dir, params, labels) if params.train.model == TINY else None
     )
+    params = resolve_seq_len(params, prepared_dir, tokenizer_dir)  # train.max_seq_len: auto
     train_rows = len(pd.read_parquet(prepared_dir / "train.parquet", columns=["label"]))
     budget = plan_budget(train_rows, params.train)
-    print(f"fine-tune budget: {budget.describe()}")
+    say(f"{'':9s} budget: {budget.describe()}")
     spec_path = output_dir / "spec.json"
     if params.train.node_rank > 0:
         spec = _spec(prepared_dir, params, budget, output_dir, labels, "", "", None, tokenizer_dir)

@@ -26,7 +26,7 @@ from transformers import (
 
 from tasks.finetune.callbacks import MlflowStepLogger, ProgressCallback
 from tasks.finetune.checkpoints import CompletionMarkerCallback
-from tasks.finetune.launcher import LAUNCHER_PID_ENV, per_device_batch
+from tasks.finetune.launcher import LAUNCHER_PID_ENV, PROGRESS_FILE, per_device_batch
 from tasks.finetune.losses import WeightedLossTrainer, class_weights
 from tuneline.config import Params, TrainParams
 from tuneline.errors import ConfigError
@@ -41,6 +41,7 @@ from tuneline.models import (
 )
 from tuneline.models import resolve_model_source as resolve_source
 from tuneline.processes import tie_to_parent
+from tuneline.truncation import cut_of, write_cut
 
 BEST_METRIC = "macro_f1"
 
@@ -191,6 +192,7 @@ def save_final(
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / "labels.json", {"labels": labels})
+        write_cut(tmp, cut_of(tp))  # evaluation and export cut texts as training did
         check_safe_model_dir(tmp)
 
 
@@ -209,13 +211,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any] | None:
     resume = spec.get("resume_from")
     texts = train_df["text"].tolist()
     model, tokenizer = build_model(tp, texts, labels, spec.get("tokenizer_dir"))
-    train_ds = TextDataset(
-        tokenizer, train_df["text"].tolist(), train_df["label"].tolist(), tp.max_seq_len
-    )
-    val_ds = TextDataset(
-        tokenizer, val_df["text"].tolist(), val_df["label"].tolist(), tp.max_seq_len
-    )
-    progress = ProgressCallback()
+    train_ds = TextDataset(tokenizer, texts, train_df["label"].tolist(), tp.max_seq_len, cut_of(tp))
+    val_texts, val_labels = val_df["text"].tolist(), val_df["label"].tolist()
+    val_ds = TextDataset(tokenizer, val_texts, val_labels, tp.max_seq_len, cut_of(tp))
+    progress = ProgressCallback(Path(spec["output_dir"]) / PROGRESS_FILE if rank == 0 else None)
     callbacks: list[TrainerCallback] = [
         CompletionMarkerCallback(),
         MlflowStepLogger(spec["tracking_uri"], spec["run_id"], rank),
