@@ -92,15 +92,18 @@ def promote(
     from tuneline.runlock import project_lock
 
     use_project(root)
-    _check_version(_settings(root, profile).gate.registered_model, version)
+    params = _settings(root, profile)
+    _check_version(params.gate.registered_model, version)
     _check_splits(root)
     try:
         # a promotion builds Bentos and moves @champion: never beside a run of this project
         with project_lock(f"tuneline promote {version}"):
             prefect_env()  # Prefect's local server needs a longer start-up timeout
+            from flows.cli_run import logged
             from flows.promotion import promotion_flow
 
-            result = promotion_flow(version, profile=profile, project_root=str(root))
+            with logged(params.base.progress_seconds):  # Prefect's tracebacks into the log
+                result = promotion_flow(version, profile=profile, project_root=str(root))
     except PromotionRefused as exc:
         typer.echo(f"version {version} refused:")
         for reason in exc.reasons:

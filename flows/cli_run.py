@@ -7,7 +7,9 @@ it fails (tuneline/workspace.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +82,29 @@ def _compact(summary: Any, log: Path) -> Any:
         for k, v in summary.extra.items()
     }
     return replace(summary, extra=extra)
+
+
+@contextlib.contextmanager
+def logged(progress_s: float) -> Iterator[Path]:
+    """Run the block with stdout and stderr in a run log (tuneline/console.py), as `tuneline
+    run` does: a failure's traceback (Prefect's included) goes to the log, whose path is printed
+    once the console is back; the exception then propagates to the command's own handling.
+
+    Args:
+        progress_s: base.progress_seconds.
+
+    Yields:
+        The log file.
+    """
+    from tuneline import console
+    from tuneline.settings import get_settings
+
+    log = console.open_run_log(get_settings().root / "logs", progress_s)
+    try:
+        yield log
+    except BaseException:
+        logging.getLogger("tuneline").error("failed", exc_info=True)
+        console.close_run_log()
+        typer.secho(f"full log: {log}", err=True)
+        raise
+    console.close_run_log()

@@ -69,3 +69,18 @@ def test_without_a_run_log_nothing_is_printed(capfd: pytest.CaptureFixture[str])
         line.figure = "2 rows"
     out = capfd.readouterr()
     assert out.out == "" and out.err == ""
+
+
+def test_a_command_run_in_a_log_names_it_when_it_fails(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.cli_run import logged
+
+    monkeypatch.setenv("TUNELINE_HOME", str(tmp_path / "home"))
+    with pytest.raises(ValueError), logged(30) as log:
+        print("inside the flow")
+        raise ValueError("boom")
+    out = capfd.readouterr()
+    assert "inside the flow" not in out.out and "Traceback" not in out.out + out.err
+    assert out.err.strip() == f"full log: {log}"
+    assert "Traceback" in log.read_text() and "ValueError: boom" in log.read_text()
