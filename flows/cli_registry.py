@@ -142,9 +142,16 @@ def serve(
     root: Path = typer.Option(Path("."), help="project directory"),
     host: str = typer.Option(None, help="bind address (default params.serve.host)"),
     port: int = typer.Option(None, help="port (default params.serve.port)"),
+    follow: bool = typer.Option(
+        False, "--follow", help="keep serving @champion as it moves (promotions, rollbacks)"
+    ),
     force: bool = typer.Option(False, "--force", help="serve a champion no gate passed"),
 ) -> None:
-    """Serve the current champion's Bento (foreground; Ctrl-C stops it)."""
+    """Serve the current champion's Bento (foreground; Ctrl-C stops it).
+
+    With --follow, a proxy on host:port forwards to the champion's Bento and switches, with no
+    failed request, to the next champion's once it answered (tasks/release/follow.py).
+    """
     from flows.cli import fail
     from tasks.release.guard import ungated
     from tasks.release.package import bentoml_env
@@ -174,8 +181,34 @@ def serve(
         f"try: curl -s -X POST http://{host}:{port}/predict "
         "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'"
     )
+    if follow:
+        raise typer.Exit(_follow(params, host, port, version, tag, force=force))
     cmd = [sys.executable, "-m", "bentoml", "serve", tag, "--host", host, "--port", str(port)]
     raise typer.Exit(run_foreground(cmd, env=bentoml_env()))
+
+
+def _follow(params: Params, host: str, port: int, version: str, tag: str, *, force: bool) -> int:
+    """`serve --follow`: the proxy and the Bentos behind it, until a signal stops them; a
+    champion no gate passed is not switched to unless `force`."""
+    from flows.cli import fail
+    from tasks.release.follow import follow_champion
+    from tasks.release.guard import ungated
+
+    name = params.gate.registered_model
+
+    typer.echo(f"following @champion: polled every {params.serve.follow_poll_s:g} s")
+    try:
+        return follow_champion(
+            params,
+            host=host,
+            port=port,
+            version=version,
+            tag=tag,
+            check=(lambda v: None) if force else (lambda v: ungated(name, v)),
+            say=typer.echo,
+        )
+    except TunelineError as exc:
+        fail(exc)
 
 
 def register_cli(app: typer.Typer) -> None:

@@ -211,6 +211,7 @@ class GateParams(_Frozen):
 class ServeParams(_Frozen):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    follow_poll_s: float = Field(gt=0, le=3600)
     max_texts: int = Field(ge=1)
     max_chars: int = Field(ge=1)
     timeout_s: int = Field(ge=1)
