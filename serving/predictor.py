@@ -12,7 +12,8 @@ recorded in its variant.json ("runtime", "precision").
 
 Variant directory: model.onnx, tokenizer.json (or files AutoTokenizer reads), labels.json
 ({"labels": [...]}, index = class id), and optionally variant.json (may carry "max_seq_len",
-"runtime": "onnxruntime" | "openvino" and "precision", e.g. "fp32", "bf16", "int8_static").
+"runtime": "onnxruntime" | "openvino", "precision", e.g. "fp32", "bf16", "int8_static", and
+"temperature", the calibration that predict_proba applies).
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class OnnxTextClassifier:
         info = _variant_info(self.model_dir)
         self.runtime = str(runtime or info.get("runtime") or ONNXRUNTIME)
         self.precision = str(precision or info.get("precision") or "fp32")
+        # fitted on the validation split (tasks/behaviour): divides the logits before the
+        # softmax, so probabilities are calibrated and labels unchanged; 1.0 when never fitted
+        self.temperature = float(info.get("temperature") or 1.0)
         if self.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime '{self.runtime}' (known: {', '.join(RUNTIMES)})")
         if self.runtime == OPENVINO:
@@ -229,9 +233,10 @@ class OnnxTextClassifier:
             texts: the texts, run as one batch.
 
         Returns:
-            Softmax of the logits.
+            Softmax of the logits divided by the variant's temperature.
         """
-        probs: np.ndarray = softmax(self.logits(texts).astype(np.float64), axis=-1)
+        logits = self.logits(texts).astype(np.float64) / self.temperature
+        probs: np.ndarray = softmax(logits, axis=-1)
         return probs
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:

@@ -93,6 +93,17 @@ def build_variant(root: Path, out: Path, params: Params, *, shuffle: bool, steps
         "max_seq_len": params.train.max_seq_len,
     }
     (out / "variant.json").write_text(json.dumps(variant))
+    # the calibration and behaviour figures every compression candidate carries: the gate
+    # refuses a variant without them (tasks/release/trust.py)
+    from tasks.behaviour.cases import NO_CASES
+    from tasks.behaviour.suite import check_candidate
+
+    split = {
+        name: pd.read_parquet(root / "data" / "prepared" / f"{name}.parquet")
+        for name in ("val", "test")
+    }
+    val, test = ((s["text"].tolist(), s["label"].tolist()) for s in split.values())
+    check_candidate(out, val, test, params, NO_CASES)
     return out
 
 

@@ -152,6 +152,7 @@ def compress_key(_: Any, inputs: dict[str, Any]) -> str:
             "output": str(Path(inputs["output_dir"]).resolve()),
             "parent": inputs.get("parent_run_id"),
             "compress": params.compress.model_dump(),
+            "behaviour": params.behaviour.model_dump(),  # every candidate's suite (tasks/behaviour)
             "seed": params.base.seed,
             "code": code_version(COMPRESS_PACKAGE, CODE_ROOT),
         }

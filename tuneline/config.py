@@ -18,6 +18,7 @@ from tuneline.errors import ConfigError
 from tuneline.schema import (
     AugmentParams,
     BaseParams,
+    BehaviourParams,
     CleanParams,
     CompressParams,
     DataParams,
@@ -27,6 +28,7 @@ from tuneline.schema import (
     ServeParams,
     SeverityParams,
     TrainParams,
+    TuneParams,
     ValidationParams,
 )
 from tuneline.source_location import source_location_problem
@@ -41,6 +43,7 @@ __all__ = [
     "PROFILES_DIR",
     "AugmentParams",
     "BaseParams",
+    "BehaviourParams",
     "CleanParams",
     "CompressParams",
     "DataParams",
@@ -50,6 +53,7 @@ __all__ = [
     "ServeParams",
     "SeverityParams",
     "TrainParams",
+    "TuneParams",
     "ValidationParams",
     "load_params",
     "set_params",

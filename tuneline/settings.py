@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     dvc_remote: str = ""  # empty = directory remote under home
     api_token: str = ""  # bearer token for the served endpoint; empty = no auth
     pypi_url: str = "https://pypi.org/simple"
+    optuna_storage: str = ""  # `tuneline tune`'s study; empty = see study_storage
 
     @property
     def root(self) -> Path:
@@ -37,6 +38,16 @@ class Settings(BaseSettings):
         if service is not None:  # `tuneline up` is running: share its server
             return service
         return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def study_storage(self) -> str:
+        """Optuna storage URL: TUNELINE_OPTUNA_STORAGE, else the tracking database when it is
+        PostgreSQL (the server stack), else SQLite under home."""
+        if self.optuna_storage:
+            return self.optuna_storage
+        if self.mlflow_tracking_uri.startswith(("postgresql", "postgres")):
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.root / 'optuna.db'}"
 
     def running_service(self, name: str) -> str | None:
         """URL of a service started by `tuneline up` that still answers, else None."""

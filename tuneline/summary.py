@@ -169,6 +169,8 @@ def describe_release(
             f"p95 {chosen_p95 or float('nan'):.2f} ms at batch 1, "
             f"{rate or float('nan'):.1f} rows/s at the serving batch; {speedup}"
         ),
+        **trust_lines(chosen.metrics),
+        "tuning": tuning_line(),
         "other candidates": "; ".join(f"{k}: {v}" for k, v in compressed.rejected.items())
         or "none",
         "gate": gate,
@@ -181,6 +183,48 @@ def describe_release(
         "serve": f"tuneline serve  ->  curl -s -X POST http://{serve.host}:{serve.port}/predict "
         "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'",
     }
+
+
+def trust_lines(metrics: Mapping[str, float]) -> dict[str, str]:
+    """The chosen variant's behaviour and calibration figures (tasks/behaviour), in words."""
+    rates = [
+        f"{k.removeprefix('invariance_')} {v:.3f}"
+        for k, v in sorted(metrics.items())
+        if k.startswith("invariance_")
+    ]
+    if not rates:
+        return {"behaviour": "not measured"}
+    nan = float("nan")
+    return {
+        "behaviour (invariance rates)": ", ".join(rates)
+        + f"; users' directional cases held {metrics.get('directional_user', nan):.3f}",
+        "calibration (test ECE)": (
+            f"{metrics.get('ece_uncalibrated', nan):.4f} -> {metrics.get('ece', nan):.4f} "
+            f"with the temperature {metrics.get('temperature', nan):.3f} fitted on val (served)"
+        ),
+    }
+
+
+TUNE_RECORD = "tune-last.json"  # written under the state dir by `tuneline tune`
+
+
+def tuning_line() -> str:
+    """What the last `tuneline tune` of this project found, or that none ran."""
+    import json
+
+    from tuneline.settings import get_settings
+
+    path = get_settings().root / TUNE_RECORD
+    if not path.is_file():
+        return "not run (`tuneline tune` searches the params tune: ranges; never in make run)"
+    last = json.loads(path.read_text(encoding="utf-8"))
+    base = last.get("baseline")
+    before = "n/a" if base is None else f"{base:.4f}"
+    return (
+        f"study {last['study']} ({last['trials']} trials, {last['finished']}): val macro-F1 "
+        f"{before} at the values it started from -> {last['best_value']:.4f}, best values "
+        "written to params.yaml"
+    )
 
 
 def tracking_uri() -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from prefect import task
 
+from tasks.behaviour.suite import check_candidates
 from tasks.compress import track as T
 from tasks.compress.build import search_candidates
 from tasks.compress.candidates import Candidate, Search
@@ -217,6 +218,12 @@ def compress_model(
         (label_src if label_src.exists() else prepared_dir / "labels.json").read_text("utf-8")
     )["labels"]
     search = search_candidates(model_dir, prepared_dir, params, output_dir, labels)
+    for c, figures in zip(
+        search.passed,
+        check_candidates([c.dir for c in search.passed], prepared_dir, params),
+        strict=True,
+    ):
+        c.scores.update(figures)  # calibrated, then the behavioural suite, as served
     parent = T.open_parent(parent_run_id)
     refs = track_candidates(search, parent, lineage_tags(prepared_dir.parent.parent))
     return choose_candidate(search, refs, params, output_dir, parent)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import binomtest
 
+from tasks.release.trust import trust_checks
 from tuneline.config import GateParams
 
 
@@ -28,6 +29,7 @@ class Scorecard:
     data_validated: bool
     data_committed: bool
     version: str | None = None
+    trust: dict[str, float] = field(default_factory=dict)  # behaviour + calibration figures
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,9 @@ def decide_promotion(
 
     Rules: data validated and committed; parity passed; accuracy and macro-F1 at or above the
     floors; every class recall at or above `min_class_recall`; p95 latency and size within
-    budget; and with a champion: not worse by a one-sided exact McNemar test (binomial test on
-    the discordant pairs, level `alpha`) and no class recall down by more than
-    `max_recall_drop`.
+    budget; the behaviour and calibration rules (tasks/release/trust.py); and with a
+    champion: not worse by a one-sided exact McNemar test (binomial test on the discordant
+    pairs, level `alpha`) and no class recall down by more than `max_recall_drop`.
 
     Args:
         candidate: the candidate's scorecard.
@@ -86,6 +88,7 @@ def decide_promotion(
                 f"recall of '{name}' {value:.4f} >= floor {policy.min_class_recall}",
             )
         )
+    checks += trust_checks(candidate.trust, champion.trust if champion else None, policy)
     deltas: dict[str, float] = {}
     if champion is None:
         checks.append((True, "no champion: floors and checks alone decide"))

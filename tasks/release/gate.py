@@ -25,6 +25,7 @@ from tasks.release.card import Verdict
 from tasks.release.decision import Decision, Scorecard, decide_promotion
 from tasks.release.outcome import measured, publish_outcome
 from tasks.release.register import download_version
+from tasks.release.trust import trust_figures
 from tuneline import audit, registry
 from tuneline.config import Params
 from tuneline.lineage import PREPARED, SPLITS, split_md5s, validation_result
@@ -136,6 +137,7 @@ def score_variant(
         data_validated=data_validated,
         data_committed=is_committed,
         version=version,
+        trust=trust_figures(variant_dir),  # measured through this runtime when it was built
     )
 
 

@@ -23,6 +23,10 @@ POLICY = section(
 )
 
 
+# behaviour and calibration figures inside every floor (tasks/release/trust.py has its own tests)
+TRUSTED = {"invariance_typo": 1.0, "directional_user": 1.0, "ece": 0.0, "temperature": 1.0}
+
+
 def card(correct: list[bool], recall: dict[str, float] | None = None, **kw: object) -> Scorecard:
     acc = sum(correct) / len(correct)
     base = Scorecard(
@@ -35,6 +39,7 @@ def card(correct: list[bool], recall: dict[str, float] | None = None, **kw: obje
         parity_passed=True,
         data_validated=True,
         data_committed=True,
+        trust=TRUSTED,
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -152,8 +157,9 @@ def test_every_rule_is_reported_pass_or_fail() -> None:
     decision = decide_promotion(card([True] * 90 + [False] * 10), champion, POLICY)
     assert all(r.startswith(("PASS ", "FAIL ")) for r in decision.reasons)
     assert decision.promote and not failed(decision.reasons)
-    # 7 fixed checks + 2 class-recall floors + McNemar + 2 recall drops
-    assert len(decision.reasons) == 12
+    # 7 fixed checks + 2 class-recall floors + McNemar + 2 recall drops, and from TRUSTED:
+    # 1 invariance floor + directional + ECE + 1 invariance drop vs the champion
+    assert len(decision.reasons) == 16
 
 
 def test_mismatched_test_sets_refused() -> None:
