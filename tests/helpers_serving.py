@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from tests.synthetic import HAM, SPAM, synthetic_rows
 from tuneline.config import Params, ServeParams
@@ -171,6 +172,33 @@ def served(
             stop_group(proc)
 
 
+@contextlib.contextmanager
+def registry_project(
+    base: Path, updates: dict[str, Any], *, token: str
+) -> Iterator[tuple[Path, Params]]:
+    """A DVC-committed project under `base`/project with the repo's params.yaml and configs/
+    (plus `updates`, as `tuneline run` writes them), its own MLflow store and BentoML store
+    under `base`/home, and `token` as the served endpoint's bearer token, for the block.
+
+    Yields:
+        (project root, its params under the smoke profile).
+    """
+    from tuneline.config import load_params, set_params
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNELINE_HOME", str(base / "home"))
+        mp.setenv("BENTOML_HOME", str(base / "home" / "bentoml"))
+        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
+        mp.setenv("TUNELINE_API_TOKEN", token)
+        mp.delenv("TUNELINE_MLFLOW_TRACKING_URI", raising=False)
+        root = base / "project"
+        make_project(root)
+        shutil.copy2(REPO / "params.yaml", root / "params.yaml")
+        shutil.copytree(REPO / "configs", root / "configs")
+        set_params(root, updates)
+        yield root, load_params(root, profile="smoke")
+
+
 def write_serve_config(path: Path, params: Params, **overrides: Any) -> Path:
     """params.serve (plus overrides, validated) as the serve_config.json the service reads,
     written by the package step's own writer."""
@@ -202,6 +230,7 @@ __all__ = [
     "build_variant",
     "build_variant_bento",
     "make_project",
+    "registry_project",
     "served",
     "set_env",
     "synthetic",
