@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tuneline.config import load_params
     from tuneline.io import md5_file
 
-    params = load_params(ROOT)
+    params = load_params(ROOT, overrides={"train.max_seq_len": 128})  # not auto: a fixed length
     texts = [t[: params.serve.max_chars] for t in pd.read_parquet(args.test)["text"].tolist()]
     before = machine()
     print(f"{before['cpu']}; flags {before['cpu_flags']}; load {before['load_average']}")
