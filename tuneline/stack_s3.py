@@ -23,6 +23,8 @@ SECRET_KEY = "tuneline-secret"  # a loopback-only store; change it anywhere else
 REGION = "us-east-1"
 MLFLOW_PREFIX = "mlflow"  # s3://tuneline/mlflow: MLflow's proxied artifacts
 DVC_PREFIX = "dvc"  # s3://tuneline/dvc: the DVC remote
+VOLUME_MB = 256
+VOLUMES = 64  # at most 16 GB in all: a local stack, not a data lake
 PORT_NAMES = ("master", "volume", "filer", "s3")  # each with a gRPC port of its own
 
 
@@ -64,7 +66,10 @@ def command(data: Path, ports: dict[str, int], identity: Path) -> list[str]:
         identity: the file `write_identity` wrote.
     """
     cmd = [weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}"]
-    cmd += ["-filer", "-s3", f"-s3.config={identity}", "-volume.max=0"]
+    cmd += ["-filer", "-s3", f"-s3.config={identity}"]
+    # small volumes, and enough of them: with the defaults (30 GB volumes, as many as the free
+    # disk holds) a bucket's collection found "no writable volumes" and dvc push failed
+    cmd += [f"-master.volumeSizeLimitMB={VOLUME_MB}", f"-volume.max={VOLUMES}"]
     cmd += ["-s3.port.iceberg=0", "-s3.port.lance=0"]  # no extra catalog servers
     for name in PORT_NAMES:
         cmd += [f"-{name}.port={ports[name]}", f"-{name}.port.grpc={ports[name + '.grpc']}"]

@@ -74,10 +74,14 @@ def build_command(spec_path: Path, params: TrainParams, python: str = sys.execut
     per_device_batch(params)  # fail before launching, not inside every worker
     cmd = [python, "-m", "tasks.finetune.launcher", f"--nproc-per-node={params.nproc}"]
     if params.nnodes > 1:
+        # static rendezvous: each agent's group rank is its --node-rank, so global rank 0, the
+        # one process that writes checkpoints, MLflow and the model, is on node 0. The c10d
+        # rendezvous ignores --node-rank and ranks agents by (host name, pid): in the two-node
+        # stack test node 1's process came first and node 0's task found no result.
         cmd += [
             f"--nnodes={params.nnodes}",
             f"--node-rank={params.node_rank}",
-            "--rdzv-backend=c10d",
+            "--rdzv-backend=static",
             f"--rdzv-endpoint={params.rdzv_endpoint}",
             "--rdzv-id=tuneline",
         ]
