@@ -237,10 +237,12 @@ def _register_commands() -> None:
     from flows.cli_gate import register_gate_cli
     from flows.cli_registry import register_cli
     from flows.cli_status import register_status_cli
+    from flows.cli_tune import register_tune_cli
 
     register_cli(app)
     register_status_cli(app)
     register_gate_cli(app)
+    register_tune_cli(app)
 
 
 _register_commands()
