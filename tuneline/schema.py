@@ -159,7 +159,6 @@ class TrainParams(_Frozen):
         return value
 
 
-
 class CompressParams(_Frozen):
     opset: int = Field(ge=18)
     parity_max_abs_logit: float = Field(gt=0)
