@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from flows.promotion import promotion_flow
     from tuneline.settings import get_settings, use_project
-    from tuneline.webhooks import register_webhook, serve_receiver, webhook_secret
+    from tuneline.webhook_keys import webhook_secret
+    from tuneline.webhooks import register_webhook, serve_receiver
 
     parser = argparse.ArgumentParser(prog="python -m flows.gate_service")
     parser.add_argument("--root", type=Path, required=True)

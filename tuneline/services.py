@@ -28,7 +28,7 @@ from tuneline import prefect_server
 from tuneline.errors import TunelineError
 from tuneline.io import write_json
 from tuneline.processes import start_child, stop_pid_group
-from tuneline.webhooks import mlflow_server_env as webhook_env
+from tuneline.webhook_keys import mlflow_server_env as webhook_env
 
 PREFECT_PORT = 4200
 MLFLOW_PORT = 5000
