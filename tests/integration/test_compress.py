@@ -48,6 +48,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, params: Params, env: Pat
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("proj")
+    # behaviour.cases is read from the project, as in a real one
+    shutil.copytree(ROOT / "configs" / "behaviour", root / "configs" / "behaviour")
     prepared = root / "data" / "prepared"
     prepared.mkdir(parents=True)
     splits = {
