@@ -99,8 +99,14 @@ def build_variant(root: Path, out: Path, params: Params, *, shuffle: bool, steps
     from tasks.behaviour.cases import NO_CASES
     from tasks.behaviour.suite import check_candidate
 
+    prepared = root / "data" / "prepared"
+    # a serving test's project may hold only train.parquet: its rows stand in for val and test
     split = {
-        name: pd.read_parquet(root / "data" / "prepared" / f"{name}.parquet")
+        name: pd.read_parquet(
+            prepared / f"{name}.parquet"
+            if (prepared / f"{name}.parquet").is_file()
+            else prepared / "train.parquet"
+        )
         for name in ("val", "test")
     }
     val, test = ((s["text"].tolist(), s["label"].tolist()) for s in split.values())

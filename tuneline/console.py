@@ -17,10 +17,11 @@ import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 LOG = logging.getLogger("tuneline")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -42,6 +43,7 @@ class _Run:
 
 
 _RUN: list[_Run] = []  # the open run log, at most one
+_SHOWWARNING: list[Any] = []  # warnings.showwarning before it
 
 
 def _current() -> _Run | None:
@@ -100,7 +102,22 @@ def open_run_log(logs_dir: Path, progress_seconds: float) -> Path:
     run.handler = logging.StreamHandler(log)
     run.handler.setFormatter(logging.Formatter(_FORMAT))
     root.addHandler(run.handler)
-    logging.captureWarnings(True)  # warnings.warn -> the py.warnings logger -> the run log
+    # warnings.warn -> straight into the run log: not through logging's py.warnings logger,
+    # which a library's logging config may have disabled or an earlier capture already owns
+    _SHOWWARNING.append(warnings.showwarning)
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+        log.flush()
+
+    warnings.showwarning = show
     _RUN.append(run)
     return path
 
@@ -125,7 +142,8 @@ def close_run_log() -> None:
         logging.getLogger().removeHandler(run.handler)
     for handler, level in run.muted.items():
         handler.setLevel(level)
-    logging.captureWarnings(False)
+    if _SHOWWARNING:
+        warnings.showwarning = _SHOWWARNING.pop()
     run.log.close()
     _RUN.clear()
 

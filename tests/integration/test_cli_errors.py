@@ -25,8 +25,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _env(**extra: str) -> dict[str, str]:
+    # in-process tests before these (mlflow.set_registry_uri) leave MLFLOW_* in os.environ
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **extra}
+
+
 def tuneline(root: Path, *args: str, home: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TUNELINE_HOME=str(home or root / ".tuneline"))
+    env = _env(TUNELINE_HOME=str(home or root / ".tuneline"))
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args, "--root", str(root)],
         cwd=REPO,
@@ -68,7 +73,15 @@ def test_a_version_the_model_does_not_have(project: Path, tmp_path: Path) -> Non
         f"c.create_model_version('tuneline-classifier', '{tmp_path.as_uri()}/model')"
     )
     home.mkdir()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=300)
+    made = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
     line = one_line(tuneline(project, "promote", "9999", home=home))
     assert line == "promote: 'tuneline-classifier' has no version 9999 (versions: 1)"
 
