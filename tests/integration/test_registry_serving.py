@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,9 +33,9 @@ from tasks.release.smoke import (
     smoke_test_bento,
     wait_ready,
 )
-from tests.helpers_serving import build_variant, make_project
+from tests.helpers_serving import build_variant, registry_project
 from tuneline import audit, registry
-from tuneline.config import Params, load_params, set_params
+from tuneline.config import Params
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -61,19 +60,9 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("registry")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TUNELINE_HOME", str(base / "home"))
-        mp.setenv("BENTOML_HOME", str(base / "home" / "bentoml"))
-        mp.setenv("BENTOML_DO_NOT_TRACK", "true")
-        mp.setenv("TUNELINE_API_TOKEN", TOKEN)
-        mp.delenv("TUNELINE_MLFLOW_TRACKING_URI", raising=False)
-        root = base / "project"
-        make_project(root)
-        # The project's own params (as the flow and CLI read them), pointed at a test model.
-        shutil.copy2(REPO / "params.yaml", root / "params.yaml")
-        shutil.copytree(REPO / "configs", root / "configs")
-        set_params(root, {"gate.registered_model": MODEL, "serve.max_texts": 8})
-        params = load_params(root, profile="smoke")
+    # the project's own params (as the flow and CLI read them), pointed at a test model
+    updates = {"gate.registered_model": MODEL, "serve.max_texts": 8}
+    with registry_project(base, updates, token=TOKEN) as (root, params):
         state = Env(root, params)
         state.variants["good"] = build_variant(root, base / "good", params, shuffle=False, steps=30)
         state.variants["bad"] = build_variant(root, base / "bad", params, shuffle=True, steps=30)
