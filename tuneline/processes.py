@@ -292,3 +292,8 @@ def run_foreground(
             signal.signal(sig, handler)
         stop_group(proc)
     return 128 - rc if rc < 0 else rc
+
+
+def machine_cores() -> int:
+    """CPUs this process may run on (its affinity where the OS has one: taskset, cgroup cpusets)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -22,7 +22,7 @@ from typing import Any
 from tuneline.config import TrainParams
 from tuneline.console import Progress
 from tuneline.errors import ConfigError, TrainingError
-from tuneline.processes import start_child, stop_group
+from tuneline.processes import machine_cores, start_child, stop_group
 
 WORKER_MODULE = "tasks.finetune.worker"
 PROGRESS_FILE = "progress.json"  # in the fine-tune output dir, rewritten after every step
@@ -55,7 +55,7 @@ def thread_count(params: TrainParams) -> int:
     """Torch/OMP threads per process: the explicit knob, else the cores shared out."""
     if params.num_threads:
         return params.num_threads
-    return max(1, (os.cpu_count() or 1) // params.nproc)
+    return max(1, machine_cores() // params.nproc)
 
 
 def build_command(spec_path: Path, params: TrainParams, python: str = sys.executable) -> list[str]:

@@ -23,7 +23,7 @@ from tasks.release.register import download_version
 from tuneline import registry
 from tuneline.config import Params, ServeParams
 from tuneline.io import md5_file, write_json
-from tuneline.processes import run_child
+from tuneline.processes import machine_cores, run_child
 from tuneline.settings import get_settings
 
 SERVING_DIR = Path(__file__).resolve().parents[2] / "serving"
@@ -64,13 +64,6 @@ def bentoml_env(**extra: str) -> dict[str, str]:
     env.pop("TUNELINE_SERVE_CONFIG", None)
     env.update(extra)
     return env
-
-
-def machine_cores() -> int:
-    """CPUs this process may run on (its affinity where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def split_cores(workers: int, num_threads: int, cores: int) -> tuple[int, int]:

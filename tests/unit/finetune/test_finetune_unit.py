@@ -146,6 +146,21 @@ def test_worker_env_sets_threads_and_import_path():
     assert int(env["OMP_NUM_THREADS"]) >= 1
 
 
+def test_threads_follow_the_cpus_this_process_may_use():
+    """`taskset -c 0 tuneline run` on a 2-core machine: one thread, not two fighting for a core."""
+    import os
+
+    from tasks.finetune.launcher import thread_count
+
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})
+        assert thread_count(_train(num_threads=0, nproc=1)) == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert thread_count(_train(num_threads=0, nproc=1)) == len(allowed)
+
+
 def test_precision_flags():
     from tasks.finetune.worker import precision_flags
 
