@@ -14,14 +14,15 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@echo "installing $(VENV) from requirements.lock (uv)"
 	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade "uv>=0.5"
-	$(VENV)/bin/uv pip install --python $(PY) -r requirements.lock
-	$(VENV)/bin/uv pip install --python $(PY) --no-deps -e .
+	@$(PY) -m pip install -qq --disable-pip-version-check --upgrade "uv>=0.5"
+	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock
+	@$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/tuneline run
+	@$(VENV)/bin/tuneline run
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow and not gpu and not stack" $(PYTEST_ARGS)

@@ -114,7 +114,7 @@ def run(
     except TunelineError as exc:
         fail(exc)
         return
-    typer.echo(summary.render())
+    typer.echo(summary.render(brief=True))
 
 
 @app.command()

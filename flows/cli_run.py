@@ -74,14 +74,16 @@ def run_flow(root: Path, updates: dict[str, Any], progress_s: float, data_only: 
 
 
 def _compact(summary: Any, log: Path) -> Any:
-    """The summary screen without the Pareto table (in the run log and the compress run)."""
+    """The console's summary: brief lines, the Pareto table only named (in the run log and the
+    compress run)."""
     from dataclasses import replace
 
-    extra = {
-        k: (f"in {log} and the MLflow compress run" if k.startswith("pareto table") else v)
-        for k, v in summary.extra.items()
+    table = {
+        k: f"in {log} and the MLflow compress run"
+        for k in summary.extra
+        if k.startswith("pareto table")
     }
-    return replace(summary, extra=extra)
+    return replace(summary, brief={**summary.brief, **table})
 
 
 @contextlib.contextmanager

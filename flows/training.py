@@ -42,7 +42,7 @@ from tuneline.headlines import (
     release_headline,
 )
 from tuneline.lineage import PREPARED
-from tuneline.summary import PipelineSummary, describe_release
+from tuneline.summary import PipelineSummary, brief_release, describe_release
 
 
 @flow(name="tuneline-training", log_prints=True)
@@ -117,7 +117,10 @@ def training_flow(
             or release_version(registered.name, registered.version, params, root)
         )
         line.figure = release_headline(released)
-    return summary.with_extra(describe_release(tuned, compressed, released, params))
+    return summary.with_extra(
+        describe_release(tuned, compressed, released, params),
+        brief_release(tuned, compressed, released),
+    )
 
 
 def release_version(name: str, version: str, params: Params, root: Path) -> PromotionResult:

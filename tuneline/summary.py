@@ -86,27 +86,39 @@ class PipelineSummary:
     data_counts: dict[str, int]
     stages_ran: dict[str, bool]
     extra: dict[str, str] = field(default_factory=dict)
+    brief: dict[str, str] = field(default_factory=dict)  # console forms of long `extra` lines
 
-    def with_extra(self, extra: Mapping[str, str]) -> PipelineSummary:
-        """This summary with more lines (later keys win)."""
+    def with_extra(
+        self, extra: Mapping[str, str], brief: Mapping[str, str] | None = None
+    ) -> PipelineSummary:
+        """This summary with more lines (later keys win) and their short console forms."""
         return PipelineSummary(
             self.data_md5,
             self.split_sizes,
             self.data_counts,
             self.stages_ran,
             {**self.extra, **extra},
+            {**self.brief, **(brief or {})},
         )
 
-    def render(self) -> str:
-        """The screen, as text."""
-        lines = ["", "tuneline run summary", "=" * 20, "data version (md5 from dvc.lock):"]
-        for split, md5 in sorted(
+    def render(self, brief: bool = False) -> str:
+        """The screen, as text: in full (the run log), or brief (the console)."""
+        lines = ["", "tuneline run summary", "=" * 20]
+        splits = sorted(
             self.data_md5.items(),
             key=lambda kv: (
                 ("train", "val", "test").index(kv[0]) if kv[0] in ("train", "val", "test") else 9
             ),
-        ):
-            lines.append(f"  {split:5s} {self.split_sizes.get(split, 0):6d} rows  {md5}")
+        )
+        if brief:  # md5 prefixes; the full ones are in the run log and dvc.lock
+            lines.append(
+                "data version (md5 from dvc.lock): "
+                + ", ".join(f"{k} {self.split_sizes.get(k, 0)} rows {m[:8]}" for k, m in splits)
+            )
+        else:
+            lines.append("data version (md5 from dvc.lock):")
+            for split, md5 in splits:
+                lines.append(f"  {split:5s} {self.split_sizes.get(split, 0):6d} rows  {md5}")
         counts = self.data_counts
         lines.append(
             "cleaning: "
@@ -120,7 +132,9 @@ class PipelineSummary:
             + (", ".join(ran) if ran else "none (DVC: data and pipelines are up to date)")
         )
         for key, value in self.extra.items():
-            lines.append(f"{key}: {value}")
+            shown = self.brief.get(key, value) if brief else value
+            if shown:  # a brief form "" leaves the line to the run log
+                lines.append(f"{key}: {shown}")
         return "\n".join(lines)
 
 
@@ -182,6 +196,40 @@ def describe_release(
         ),
         "serve": f"tuneline serve  ->  curl -s -X POST http://{serve.host}:{serve.port}/predict "
         "-H 'Content-Type: application/json' -d '{\"texts\": [\"hello there\"]}'",
+    }
+
+
+def brief_release(tuned: Tuned, compressed: Compressed, released: Released) -> dict[str, str]:
+    """One short line each for the candidates not chosen and the gate (the console's forms).
+
+    Kept whole: a dropped candidate's reason and every check that did not pass; counted: the
+    candidates only slower, dominated or skipped, and the checks that passed.
+    """
+    kinds: dict[str, int] = {}
+    dropped = []
+    for name, reason in compressed.rejected.items():
+        kind = reason.split(":", 1)[0]
+        if kind in ("inside budget but slower", "dominated", "skipped"):
+            kinds[kind] = kinds.get(kind, 0) + 1
+        else:
+            dropped.append(f"{name} {reason}")
+    counted = [f"{n} {kind}" for kind, n in kinds.items()]
+    others = f"{len(compressed.rejected)}: " + "; ".join(
+        ([f"dropped {'; '.join(dropped)}"] if dropped else []) + counted
+    )
+    passed = [r for r in released.reasons if r.startswith("PASS")]
+    rest = [r for r in released.reasons if not r.startswith("PASS")]
+    gate = f"{released.outcome}: {len(passed)} checks passed" + "".join(f" | {r}" for r in rest)
+    if released.outcome == "held":
+        gate = "held, not gated: " + " | ".join(released.reasons)
+    budget = tuned.budget.split(" (", 1)[0] + "; " + tuned.budget.rsplit("; ", 1)[-1]
+    return {
+        "fine-tune budget": budget if "; " in tuned.budget else tuned.budget,
+        "tuning": "" if tuning_line().startswith("not run") else tuning_line(),
+        "other candidates": (others + " (each reason in the run log)")
+        if compressed.rejected
+        else "none",
+        "gate": gate,
     }
 
 

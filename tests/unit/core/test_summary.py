@@ -61,3 +61,37 @@ def test_summary_screen_names_everything() -> None:
         "fine-tune budget: 3 epoch(s) x 170 steps",
     ):
         assert needle in text, needle
+
+
+def test_console_form_counts_what_it_does_not_name() -> None:
+    """The console keeps a dropped candidate's reason and every failed check; the rest counted."""
+    from tuneline.summary import brief_release
+
+    rejected = {
+        "a_int8_static_ort": "parity: max |delta logit| 3.66 > 3",
+        "b_fp32_ort": "inside budget but slower: throughput 40 rows/s vs 90 rows/s",
+        "c_fp32_ov": "dominated: as parent_fp32_ov it measured ...",
+        "d_bf16_ov": "skipped: this CPU has no BF16 compute (AVX-512 BF16 / AMX)",
+        "e_bf16_ov": "skipped: this CPU has no BF16 compute (AVX-512 BF16 / AMX)",
+    }
+    tuned = NS(
+        budget="3 epoch(s) x 9 steps = 27 optimizer steps (auto, 5 rows); early stopping: "
+        "after 4; ran 20 of 27 steps (early stopped), best model from checkpoint-20"
+    )
+    held = NS(outcome="held", reasons=("PASS a", "FAIL b"))
+    refused = NS(outcome="refused", reasons=("PASS a", "PASS c", "FAIL accuracy 0.5 < 0.8"))
+    lines = brief_release(tuned, NS(rejected=rejected), refused)
+    assert lines["other candidates"].startswith("5: dropped a_int8_static_ort parity: max")
+    assert "1 inside budget but slower; 1 dominated; 2 skipped" in lines["other candidates"]
+    assert lines["gate"] == "refused: 2 checks passed | FAIL accuracy 0.5 < 0.8"
+    assert lines["fine-tune budget"] == (
+        "3 epoch(s) x 9 steps = 27 optimizer steps; ran 20 of 27 steps (early stopped), "
+        "best model from checkpoint-20"
+    )
+    assert brief_release(tuned, NS(rejected={}), held)["gate"] == "held, not gated: PASS a | FAIL b"
+    summary = PipelineSummary(
+        {"train": "0123456789abcdef", "test": "fedcba9876543210"}, {"train": 9, "test": 3}, {}, {}
+    ).with_extra({"gate": "promoted: PASS a | PASS b", "tuning": "not run"}, {"tuning": ""})
+    brief, full = summary.render(brief=True), summary.render()
+    assert "train 9 rows 01234567, test 3 rows fedcba98" in brief and "tuning" not in brief
+    assert "0123456789abcdef" in full and "tuning: not run" in full
