@@ -178,7 +178,8 @@ class CompressParams(_Frozen):
     calibration_rows: int = Field(ge=1)
     sparsity: float = Field(ge=0, lt=1)
     prune_finetune_steps: int = Field(ge=0)
-    distill_layers: int = Field(ge=1)
+    distill_layers: int = Field(ge=1)  # the first student's depth...
+    distill_min_layers: int = Field(ge=1)  # ...then one layer fewer while the last held the target
     distill_temperature: float = Field(gt=0)
     distill_alpha: float = Field(ge=0, le=1)
     distill_epochs: float = Field(gt=0)
@@ -189,6 +190,15 @@ class CompressParams(_Frozen):
     num_threads: int = Field(ge=0)
     bench_rows: int = Field(ge=1)
     bench_rounds: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _depths(self) -> CompressParams:
+        if self.distill_min_layers > self.distill_layers:
+            raise ValueError(
+                f"distill_min_layers {self.distill_min_layers} > distill_layers "
+                f"{self.distill_layers}: the search starts at distill_layers and shrinks"
+            )
+        return self
 
 
 class GateParams(_Frozen):

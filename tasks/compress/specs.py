@@ -187,12 +187,28 @@ def _pruned(ctx: BuildContext) -> tuple[Any, Settings]:
     return _recovered(ctx, V.prune_ffn_rows(ctx.teacher, cp.sparsity)), _prune_settings(cp)
 
 
+def _kd(ctx: BuildContext, layers: int) -> tuple[Any, dict[str, Any]]:
+    student = V.build_student(ctx.teacher, layers)
+    return distill(ctx.teacher, student, ctx.tokenizer, ctx.train, ctx.val, ctx.params)
+
+
 def _distilled(ctx: BuildContext) -> tuple[Any, Settings]:
+    """The shallowest student that reaches the val target, from distill_layers down to
+    distill_min_layers: a layer fewer is tried only while the last student reached it, so at
+    most one distillation misses (a shallower student is faster at every precision)."""
     cp = ctx.params.compress
-    student = V.build_student(ctx.teacher, cp.distill_layers)
-    student, report = distill(ctx.teacher, student, ctx.tokenizer, ctx.train, ctx.val, ctx.params)
+    layers = cp.distill_layers
+    student, report = _kd(ctx, layers)
+    tried = [f"{layers}:{report['val_accuracy']:.4f}"]
+    while report["stopped"] == "target" and layers > cp.distill_min_layers:
+        smaller, small = _kd(ctx, layers - 1)
+        tried.append(f"{layers - 1}:{small['val_accuracy']:.4f}")
+        if small["stopped"] != "target":
+            break
+        student, report, layers = smaller, small, layers - 1
     settings = {
-        "distill_layers": cp.distill_layers,
+        "distill_layers": layers,
+        "distill_tried": " ".join(tried),  # depth:val accuracy of each student distilled
         "temperature": cp.distill_temperature,
         "alpha": cp.distill_alpha,
         "max_steps": cp.distill_max_steps,

@@ -219,7 +219,9 @@ def test_candidates_are_really_compressed(result, params: Params):
     assert first("sparse")["settings"]["achieved_sparsity"] >= cp.sparsity * 0.99
     assert first("pruned")["architecture"]["intermediate"] < base["architecture"]["intermediate"]
     student = first("distilled")
-    assert student["architecture"]["layers"] == cp.distill_layers < base["architecture"]["layers"]
+    layers = student["architecture"]["layers"]
+    assert layers == student["settings"]["distill_layers"] <= cp.distill_layers
+    assert cp.distill_min_layers <= layers < base["architecture"]["layers"]
     assert student["settings"]["kd_stopped"] in {"target", "max_steps"}
     assert 0 < student["settings"]["kd_steps"] <= cp.distill_max_steps
     for name in {"parent_int8_dynamic_ort", "parent_int8_static_ort"} & names:

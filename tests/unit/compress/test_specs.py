@@ -150,3 +150,47 @@ def test_pairs_share_a_transform_key_exactly_when_they_share_a_transform():
 
 def test_only_the_cuda_pair_runs_on_the_gpu():
     assert [p.key for p in PAIRS if p.use_gpu] == ["fp16_ort"]
+
+
+@pytest.mark.parametrize(
+    ("start", "floor", "reaching", "kept", "tried"),
+    [
+        (3, 1, {3, 2, 1}, 1, [3, 2, 1]),  # every depth holds: the shallowest
+        (3, 1, {3, 2}, 2, [3, 2, 1]),  # 1 layer misses: one miss, then stop
+        (3, 1, set(), 3, [3]),  # the first misses: nothing shallower is tried
+        (3, 2, {3, 2, 1}, 2, [3, 2]),  # never below distill_min_layers
+    ],
+)
+def test_distilled_keeps_the_shallowest_student_that_holds_the_target(
+    monkeypatch: pytest.MonkeyPatch,
+    start: int,
+    floor: int,
+    reaching: set[int],
+    kept: int,
+    tried: list[int],
+) -> None:
+    """The depth search (the KD itself is tests/unit/compress/test_distill.py): a student
+    that misses ends it, so at most one distillation is spent on a miss."""
+    from types import SimpleNamespace
+
+    from tasks.compress import specs
+
+    calls: list[int] = []
+
+    def kd(ctx: Any, layers: int) -> tuple[str, dict[str, Any]]:
+        calls.append(layers)
+        stopped = "target" if layers in reaching else "max_steps"
+        return f"student-{layers}", {"stopped": stopped, "val_accuracy": 0.9, "steps": 50}
+
+    monkeypatch.setattr(specs, "_kd", kd)
+    p = params("smoke", **{"compress.distill_layers": start, "compress.distill_min_layers": floor})
+    student, settings = specs._distilled(SimpleNamespace(params=p))  # type: ignore[arg-type]
+    assert (student, settings["distill_layers"], calls) == (f"student-{kept}", kept, tried)
+    assert settings["distill_tried"].split() == [f"{n}:0.9000" for n in tried]
+
+
+def test_min_layers_above_the_start_is_refused() -> None:
+    from tuneline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="distill_min_layers 3 > distill_layers 2"):
+        params("smoke", **{"compress.distill_layers": 2, "compress.distill_min_layers": 3})
