@@ -29,6 +29,7 @@ from tasks.behaviour.cases import Cases, load_cases
 from tasks.behaviour.perturb import PERTURBATIONS, perturb
 from tuneline.config import Params
 from tuneline.io import write_json
+from tuneline.processes import machine_cores
 
 RELIABILITY_FILE = "reliability.png"
 Split = tuple[Sequence[str], Sequence[int]]
@@ -161,20 +162,21 @@ def check_candidate(
         val: the validation split (texts, class ids): the temperature is fitted on it.
         test: the test split: ECE on all of it, the perturbations on its first
             behaviour.rows texts.
-        params: settings (behaviour, base.seed, serve.max_batch_size, compress.num_threads).
+        params: settings (behaviour, base.seed, serve.max_batch_size).
         cases: the users' cases.
 
     Returns:
         The flat figures (see the module docstring).
     """
-    clf = OnnxTextClassifier(variant_dir, num_threads=params.compress.num_threads)
+    cores = machine_cores()  # figures, not timings: every core
+    clf = OnnxTextClassifier(variant_dir, num_threads=cores)
     calibration = calibrate(variant_dir, clf, val, test, params)
     info = json.loads((variant_dir / VARIANT_FILE).read_text("utf-8"))
     write_json(
         variant_dir / VARIANT_FILE,
         {**info, "temperature": calibration["temperature"], "calibration": calibration},
     )
-    clf = OnnxTextClassifier(variant_dir, num_threads=params.compress.num_threads)  # as served
+    clf = OnnxTextClassifier(variant_dir, num_threads=cores)  # as served: calibrated
     rates = invariance(clf, list(test[0][: params.behaviour.rows]), params.base.seed, params)
     users = user_cases(clf, cases, params)
     figures = {
