@@ -369,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     from tuneline.config import load_params
     from tuneline.models import load_classifier
 
-    profile = args.profile or ("smoke" if args.base == "tiny-bert" else "default")
+    # a given --model-dir is a project's own model: its settings are the default profile's
+    tiny = args.base == "tiny-bert" and args.model_dir is None
+    profile = args.profile or ("smoke" if tiny else "default")
     params = load_params(ROOT, profile, overrides={"train.max_seq_len": SEQ})
     prepared = args.prepared or prepare_data(work, params)
     model_dir = args.model_dir or build_model(
