@@ -6,7 +6,9 @@
       - {text: "Are we still on for lunch?", add: " WIN a FREE prize", label: spam}
 
 A directional case whose label the model does not have is skipped (counted, not an error):
-one file can serve datasets with different label sets.
+one file can serve datasets with different label sets. An optional `labels: [ham, spam]`
+names the label set the file was written for: on a model whose labels do not include them
+(another corpus), every case is skipped, the invariance pairs too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class Cases:
 
     invariance: tuple[tuple[str, str], ...]
     directional: tuple[Directional, ...]
+    labels: tuple[str, ...] = ()  # the labels the cases were written for; () = any
+
+    def applies_to(self, labels: list[str] | tuple[str, ...]) -> bool:
+        """Whether a model with these labels is one the cases were written for."""
+        return set(self.labels) <= set(labels)
 
 
 NO_CASES = Cases((), ())
@@ -60,9 +67,15 @@ def load_cases(path: Path | None) -> Cases:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError([f"behaviour.cases: {path} is not YAML ({exc})"]) from None
-    if not isinstance(raw, dict) or set(raw) - {"invariance", "directional"}:
-        raise ConfigError([f"behaviour.cases: {path} may hold only 'invariance' and 'directional'"])
+    if not isinstance(raw, dict) or set(raw) - {"invariance", "directional", "labels"}:
+        raise ConfigError(
+            [f"behaviour.cases: {path} may hold only 'invariance', 'directional' and 'labels'"]
+        )
     problems: list[str] = []
+    labels = raw.get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(v, str) for v in labels):
+        problems.append(f"labels: expected a list of label names, got {labels!r}")
+        labels = []
     pairs: list[tuple[str, str]] = []
     for i, pair in enumerate(raw.get("invariance") or []):
         if isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair):
@@ -82,4 +95,4 @@ def load_cases(path: Path | None) -> Cases:
             problems.append(f"directional[{i}]: expected text, add and label strings, got {case!r}")
     if problems:
         raise ConfigError([f"behaviour.cases: {path}: {p}" for p in problems])
-    return Cases(tuple(pairs), tuple(directional))
+    return Cases(tuple(pairs), tuple(directional), tuple(labels))

@@ -78,6 +78,13 @@ def user_cases(clf: OnnxTextClassifier, cases: Cases, params: Params) -> dict[st
         {"invariance": {"rate", "rows", "failed": [...]}, "directional": {"rate", "rows",
         "skipped", "failed": [...]}} (a rate of 1.0 over no rows).
     """
+    if not cases.applies_to(clf.labels):  # written for another corpus's labels
+        pairs, dirs = len(cases.invariance), len(cases.directional)
+        return {
+            "invariance": {"rate": 1.0, "rows": 0, "skipped": pairs, "failed": []},
+            "directional": {"rate": 1.0, "rows": 0, "skipped": dirs, "failed": []},
+            "skipped_because": f"cases written for labels {list(cases.labels)}",
+        }
     failed_pairs = []
     if cases.invariance:
         a = clf.predict([p[0] for p in cases.invariance])
@@ -109,6 +116,7 @@ def user_cases(clf: OnnxTextClassifier, cases: Cases, params: Params) -> dict[st
         "invariance": {
             "rate": 1.0 - len(failed_pairs) / n_pairs if n_pairs else 1.0,
             "rows": n_pairs,
+            "skipped": 0,
             "failed": failed_pairs,
         },
         "directional": {

@@ -56,3 +56,41 @@ def test_cases_file_read_and_every_problem_named(tmp_path: Path) -> None:
     assert "invariance[0]" in str(err.value) and "directional[0]" in str(err.value)
     with pytest.raises(ConfigError, match="does not exist"):
         load_cases(tmp_path / "missing.yaml")
+
+
+def test_cases_written_for_other_labels_are_skipped_not_failed(tmp_path: Path) -> None:
+    """The shipped SMS cases on a TREC model: every pair skipped (a question classifier
+    flipped 'r u coming home' and the gate refused it on cases that were not its own)."""
+    from types import SimpleNamespace
+
+    from tasks.behaviour.suite import user_cases
+    from tests.params import params
+
+    path = tmp_path / "cases.yaml"
+    path.write_text(
+        "labels: [ham, spam]\ninvariance:\n  - [a b, c d]\n"
+        "directional:\n  - {text: hi, add: ' win', label: spam}\n"
+    )
+    cases = load_cases(path)
+    assert cases.labels == ("ham", "spam")
+
+    class Flipper:  # labels every first text of a pair differently from the second
+        def __init__(self, labels: list[str]) -> None:
+            self.labels = labels
+
+        def predict(self, texts: list[str]) -> list[SimpleNamespace]:
+            return [SimpleNamespace(label=self.labels[t == "c d"]) for t in texts]
+
+        def predict_proba(self, texts: list[str]) -> np.ndarray:
+            return np.tile([0.5, 0.5], (len(texts), 1))
+
+    p = params("smoke")
+    other = user_cases(Flipper(["ABBR", "DESC"]), cases, p)  # type: ignore[arg-type]
+    assert other["invariance"] == {"rate": 1.0, "rows": 0, "skipped": 1, "failed": []}
+    assert other["directional"]["skipped"] == 1 and "ham" in other["skipped_because"]
+    own = user_cases(Flipper(["ham", "spam"]), cases, p)  # type: ignore[arg-type]
+    assert own["invariance"]["rate"] == 0.0 and own["invariance"]["rows"] == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("labels: spam\n")
+    with pytest.raises(ConfigError, match="labels: expected a list"):
+        load_cases(bad)
