@@ -169,7 +169,7 @@ def describe_release(
     gate = f"{released.outcome}: " + " | ".join(released.reasons)
     champion = f"{released.name} version {released.champion} (bento {released.bento_tag})"
     if released.outcome == "held":  # a rolled-back candidate: not gated, champion not moved
-        gate = "held, not gated: " + " | ".join(released.reasons)
+        gate = held_gate(released.reasons)
         champion += ", unchanged"
     return {
         "fine-tune run": tuned.run_id,
@@ -199,6 +199,11 @@ def describe_release(
     }
 
 
+def held_gate(reasons: Sequence[str]) -> str:
+    """The gate line of a rolled-back candidate: not gated, champion not moved."""
+    return "held, not gated: " + " | ".join(reasons)
+
+
 def brief_release(tuned: Tuned, compressed: Compressed, released: Released) -> dict[str, str]:
     """One short line each for the candidates not chosen and the gate (the console's forms).
 
@@ -221,11 +226,12 @@ def brief_release(tuned: Tuned, compressed: Compressed, released: Released) -> d
     rest = [r for r in released.reasons if not r.startswith("PASS")]
     gate = f"{released.outcome}: {len(passed)} checks passed" + "".join(f" | {r}" for r in rest)
     if released.outcome == "held":
-        gate = "held, not gated: " + " | ".join(released.reasons)
+        gate = held_gate(released.reasons)
+    tuning = tuning_line()
     budget = tuned.budget.split(" (", 1)[0] + "; " + tuned.budget.rsplit("; ", 1)[-1]
     return {
         "fine-tune budget": budget if "; " in tuned.budget else tuned.budget,
-        "tuning": "" if tuning_line().startswith("not run") else tuning_line(),
+        "tuning": "" if tuning.startswith("not run") else tuning,
         "other candidates": (others + " (each reason in the run log)")
         if compressed.rejected
         else "none",
