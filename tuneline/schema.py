@@ -174,6 +174,7 @@ class CompressParams(_Frozen):
     )
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = Field(min_length=1)
     search_keep: int = Field(ge=1)
+    skip_dominated: bool  # a structure with more weights than a student that held the target
     objective: Literal["throughput", "latency"]
     calibration_rows: int = Field(ge=1)
     sparsity: float = Field(ge=0, lt=1)

@@ -52,6 +52,7 @@ from tuneline.config import Params
 from tuneline.errors import ParityError
 from tuneline.io import write_json
 from tuneline.models import load_classifier, torch_logits
+from tuneline.processes import machine_cores
 
 
 def search_candidates(
@@ -59,24 +60,19 @@ def search_candidates(
 ) -> Search:
     """Build, check and score every candidate the params enable and this machine can run.
 
-    PyTorch runs on compress.num_threads threads meanwhile (trained and timed like the
-    runtimes); the previous count is restored and the scratch directory removed afterwards.
+    PyTorch (distillation, pruning recovery, exports, reference logits) runs on every core this
+    process may use: none of it is timed (compress.num_threads is the runtimes' timing threads).
+    The previous count is restored and the scratch directory removed afterwards.
 
-    Args:
-        model_dir: fine-tuned HF classifier directory.
-        prepared_dir: data/prepared (train: calibration, KD, recovery; val: KD's stop; test).
-        params: settings.
-        output_dir: one directory per candidate is written under it.
-        labels: class names.
-
-    Returns:
-        The Search.
+    Args: the fine-tuned HF classifier directory; data/prepared (train: calibration, KD,
+    recovery; val: KD's stop; test); the settings; where one directory per candidate is written;
+    the class names. Returns the Search.
     """
     import torch
 
     work = output_dir / ".work"
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, params.compress.num_threads))
+    torch.set_num_threads(machine_cores())
     try:
         teacher, tokenizer = load_classifier(model_dir)
         ctx = BuildContext(
@@ -159,6 +155,10 @@ def _search_structure(
         return
     try:
         model, settings, source = _make(ctx, structure)
+        why = search.dominated(structure.name, model, settings)
+        if why and ctx.params.compress.skip_dominated:
+            search.skipped.update({candidate_name(structure.name, p): why for p in pairs})
+            return
         fp32_dir = ctx.work / structure.name
         export_fp32(
             model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -52,16 +53,44 @@ class Search:
         candidates: every candidate built and scored, dropped ones included, in build order.
         failed: candidates (or whole structures) that could not be built, with why.
         skipped: candidates not built: unavailable here, or dominated on the parent.
+        held: structures whose model held the val accuracy target while being made (a KD
+            student that reached it), with their encoder weights: a structure with more
+            weights is dominated (slower at every precision, no need to be more accurate).
     """
 
     reference: dict[str, float]
     candidates: list[Candidate] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> list[Candidate]:
         return [c for c in self.candidates if c.dropped is None]
+
+    def dominated(self, structure: str, model: Any, settings: dict[str, Any]) -> str | None:
+        """Why `structure` (its PyTorch model just made) need not be built, else None.
+
+        A structure that held the val target is recorded first; any later one with more encoder
+        weights than a held structure that has a passed candidate is dominated by it.
+        """
+        weights = encoder_weights(model)
+        if settings.get("kd_stopped") == "target":
+            self.held[structure] = weights
+            return None
+        passed = {c.structure for c in self.passed}
+        for name, fewer in self.held.items():
+            if name in passed and fewer < weights:
+                return (
+                    f"dominated: {name} held the val accuracy target with {fewer / 1e6:.1f}M "
+                    f"encoder weights, {structure} has {weights / 1e6:.1f}M"
+                )
+        return None
+
+
+def encoder_weights(model: Any) -> int:
+    """Parameters outside the embeddings: what every token pays for at inference."""
+    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
 
 
 def load_split(prepared_dir: Path, name: str) -> tuple[list[str], list[int]]:

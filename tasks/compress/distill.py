@@ -37,13 +37,20 @@ def _trainer_args(out: str, params: Params, max_steps: int, epochs: float) -> An
     )
 
 
-def _make_kd_trainer(teacher: Any, temperature: float, alpha: float) -> Any:
+def _make_kd_trainer(
+    teacher: Any, temperature: float, alpha: float, cache: dict[tuple[Any, ...], Any]
+) -> Any:
     import torch
     import torch.nn.functional as F
     from transformers import Trainer
 
     class DistillTrainer(Trainer):
-        """Loss = alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE(labels)."""
+        """Loss = alpha * T^2 * KL(student_T || teacher_T) + (1 - alpha) * CE(labels).
+
+        The teacher's logits of a batch are kept in `cache`, keyed on the batch's tensors: the
+        students of one depth search see the same seeded batches, so the (eval-mode, unchanged)
+        teacher runs once per batch, not once per student.
+        """
 
         def compute_loss(
             self,
@@ -54,8 +61,14 @@ def _make_kd_trainer(teacher: Any, temperature: float, alpha: float) -> Any:
         ) -> Any:
             labels = inputs.pop("labels")
             outputs = model(**inputs)
-            with torch.no_grad():
-                teacher_logits = teacher(**inputs).logits
+            key = tuple(
+                (k, tuple(v.shape), v.detach().cpu().numpy().tobytes())
+                for k, v in sorted(inputs.items())
+            )
+            teacher_logits = cache.get(key)
+            if teacher_logits is None:
+                with torch.no_grad():
+                    teacher_logits = cache[key] = teacher(**inputs).logits.detach()
             t = temperature
             kd = F.kl_div(
                 F.log_softmax(outputs.logits / t, dim=-1),
@@ -159,6 +172,7 @@ def distill(
     train: tuple[list[str], list[int]],
     val: tuple[list[str], list[int]],
     params: Params,
+    teacher_cache: dict[tuple[Any, ...], Any] | None = None,
 ) -> tuple[Any, dict[str, float | str]]:
     """Train `student` against `teacher` with the KD loss until it holds the teacher's val
     accuracy within compress.accuracy_budget, or its step budget runs out.
@@ -177,6 +191,8 @@ def distill(
         train: training texts and label ids.
         val: validation texts and label ids (used for the stop rule and the best state).
         params: the settings.
+        teacher_cache: the teacher's logits per batch, shared by the students of one search
+            (None: this call's own).
 
     Returns:
         The student (eval mode, best measured state) and a report: ``steps`` (optimizer steps
@@ -190,7 +206,12 @@ def distill(
     teacher_was_training = teacher.training
     teacher_accuracy = _val_accuracy(teacher, tokenizer, val, params)  # leaves it in eval mode
     target = cp.accuracy_budget * teacher_accuracy
-    trainer_cls = _make_kd_trainer(teacher, cp.distill_temperature, cp.distill_alpha)
+    trainer_cls = _make_kd_trainer(
+        teacher,
+        cp.distill_temperature,
+        cp.distill_alpha,
+        {} if teacher_cache is None else teacher_cache,
+    )
     assert issubclass(trainer_cls, Trainer)
     early_stop = _make_early_stop(student, tokenizer, val, params, target)
     student.train()

@@ -62,9 +62,9 @@ def time_variants(
 ) -> dict[str, dict[str, float]]:
     """Speed of several variants measured together, in interleaved rounds.
 
-    Each variant is loaded once and run once untimed on every input it will be timed on (as a
-    serving worker after its first requests: OpenVINO compiles each new input shape on first
-    use). Then, compress.bench_rounds times, every variant in turn runs its share of the
+    Each variant is loaded once and run once untimed on every input shape it will be timed on
+    (as a serving worker after its first requests: OpenVINO compiles each new input shape on
+    first use). Then, compress.bench_rounds times, every variant in turn runs its share of the
     first compress.bench_rows texts at the serving batch size, then one at a time, so a
     change in the machine's load meets every variant alike (the machine is shared).
 
@@ -89,8 +89,13 @@ def time_variants(
         for name, c in clfs.items()
     }
     singles = {name: [[c.encode([t]) for t in s] for s in shares] for name, c in clfs.items()}
-    for name, clf in clfs.items():  # warm-up: every shape once
-        for feed in [f for share in batches[name] + singles[name] for f in share]:
+    for name, clf in clfs.items():  # warm-up: every input shape once
+        shapes = {
+            tuple((k, v.shape) for k, v in feed.items()): feed
+            for share in batches[name] + singles[name]
+            for feed in share
+        }
+        for feed in shapes.values():
             clf.run(feed)
     seconds = dict.fromkeys(clfs, 0.0)
     times: dict[str, list[float]] = {name: [] for name in clfs}

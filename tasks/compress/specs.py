@@ -47,6 +47,7 @@ class BuildContext:
         test: the test split: parity, accuracy and speed.
         output_dir: one directory per candidate is written under it.
         work: scratch files, removed after the build.
+        teacher_logits: the teacher's logits per KD batch, shared by the depth search's students.
     """
 
     model_dir: Path
@@ -61,6 +62,7 @@ class BuildContext:
     work: Path
     # candidates built so far, on the console (tuneline/console.py): the search's progress
     progress: Progress = field(default_factory=lambda: Progress("compress", 0, "candidates"))
+    teacher_logits: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     @property
     def cut(self) -> Cut:
@@ -189,7 +191,9 @@ def _pruned(ctx: BuildContext) -> tuple[Any, Settings]:
 
 def _kd(ctx: BuildContext, layers: int) -> tuple[Any, dict[str, Any]]:
     student = V.build_student(ctx.teacher, layers)
-    return distill(ctx.teacher, student, ctx.tokenizer, ctx.train, ctx.val, ctx.params)
+    return distill(
+        ctx.teacher, student, ctx.tokenizer, ctx.train, ctx.val, ctx.params, ctx.teacher_logits
+    )
 
 
 def _distilled(ctx: BuildContext) -> tuple[Any, Settings]:

@@ -27,7 +27,9 @@ STRUCTURES = ["parent", "distilled", "pruned", "sparse"]
 
 @pytest.fixture(scope="module")
 def params() -> Params:
-    return load_params(ROOT, "smoke", overrides={"compress.structures": STRUCTURES})
+    # every structure built (none skipped as dominated by the student): each one is checked
+    overrides = {"compress.structures": STRUCTURES, "compress.skip_dominated": False}
+    return load_params(ROOT, "smoke", overrides=overrides)
 
 
 @pytest.fixture(scope="module")

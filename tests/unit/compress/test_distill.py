@@ -151,3 +151,35 @@ def test_the_teacher_is_unchanged(tiny):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert {k: v.requires_grad for k, v in teacher.named_parameters()} == grads
     assert teacher.training == mode
+
+
+def test_students_sharing_a_teacher_cache_run_the_teacher_once_per_batch(tiny):
+    # a depth search distils several students on the same seeded batches: the second student
+    # reads the teacher's logits from the cache and trains exactly as it would without it
+    import torch
+
+    p = settings(2.0, max_steps=4)
+    teacher = tiny["teacher"]
+    calls: list[int] = []
+    hook = teacher.register_forward_hook(lambda *_: calls.append(1))
+    cache: dict[tuple[Any, ...], Any] = {}
+    try:
+        args = (tiny["tokenizer"], tiny["train"], tiny["val"], p)
+        torch.manual_seed(0)
+        distill(teacher, student_of(tiny, p), *args, cache)
+        after_first = len(calls)
+        torch.manual_seed(0)
+        second, _ = distill(teacher, student_of(tiny, p), *args, cache)
+        after_second = len(calls)
+        torch.manual_seed(0)
+        uncached, _ = distill(teacher, student_of(tiny, p), *args)
+    finally:
+        hook.remove()
+    assert len(cache) == 4  # one entry per optimizer step's batch
+    # the first KD ran the teacher on its 4 batches (and its val accuracy); the second only on val
+    assert after_first - (after_second - after_first) == 4
+    assert all(
+        torch.allclose(a, b)
+        for a, b in zip(second.state_dict().values(), uncached.state_dict().values(), strict=True)
+    )
+    assert len(calls) - after_second == after_first  # without the cache: the teacher again
