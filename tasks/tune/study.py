@@ -13,6 +13,7 @@ split is scored by each fine-tune as usual but never chooses anything.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,15 @@ def run_study(root: Path, params: Params, trials: int, *, enqueue_current: bool)
     started = time.perf_counter()
     outcomes: list[dict[str, Any]] = []
     try:
-        study.optimize(
-            lambda t: _objective(t, root, params, client, parent, outcomes),
-            n_trials=trials,
-            catch=(),
-        )
+        with warnings.catch_warnings():
+            # the baseline trial holds the current values, which may lie outside a range on
+            # purpose (epochs 0 = auto): Optuna's "out of range" warning is expected there
+            warnings.filterwarnings("ignore", "Fixed parameter .* out of range", UserWarning)
+            study.optimize(
+                lambda t: _objective(t, root, params, client, parent, outcomes),
+                n_trials=trials,
+                catch=(),
+            )
         best_value, best = _best(study)
         _log_parent(client, parent, study, best_value, best, time.perf_counter() - started)
     except BaseException:
