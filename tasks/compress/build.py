@@ -154,11 +154,12 @@ def _search_structure(
     if not pairs:
         return
     try:
-        model, settings, source = _make(ctx, structure)
+        model, settings = (ctx.teacher, {}) if structure.build is None else structure.build(ctx)
         why = search.dominated(structure.name, model, settings)
-        if why and ctx.params.compress.skip_dominated:
+        if why and ctx.params.compress.skip_dominated:  # before its source is saved
             search.skipped.update({candidate_name(structure.name, p): why for p in pairs})
             return
+        source = _source(ctx, structure, model)
         fp32_dir = ctx.work / structure.name
         export_fp32(
             model,
@@ -194,17 +195,16 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc) else ''}"
 
 
-def _make(ctx: BuildContext, structure: Structure) -> tuple[Any, Settings, Path]:
-    """The structure's PyTorch model, its settings and its saved source directory."""
+def _source(ctx: BuildContext, structure: Structure, model: Any) -> Path:
+    """The structure's PyTorch source directory: the parent's, or `model` saved."""
     if structure.build is None:
-        return ctx.teacher, {}, ctx.model_dir
-    model, settings = structure.build(ctx)
+        return ctx.model_dir
     source = ctx.output_dir / "sources" / structure.name
     # kept (safetensors) for lineage and the benchmark: its parity reference is this model
     model.save_pretrained(str(source), safe_serialization=True)
     ctx.tokenizer.save_pretrained(str(source))
     write_json(source / "labels.json", {"labels": list(ctx.labels)})
-    return model, settings, source
+    return source
 
 
 def _transformed(
