@@ -80,8 +80,10 @@ def with_retries(fn: Callable[[], T], attempts: int = 4, delay_s: float = 0.5) -
 def experiment_id(name: str) -> str:
     """Id of the named experiment, created if missing (a concurrent creator is tolerated).
 
-    Every tuneline experiment keeps its artifacts under the settings' artifact root; without
-    an explicit location MLflow would put them in ./mlruns of whatever directory we run in.
+    On a local store (SQLite) every tuneline experiment keeps its artifacts under the settings'
+    artifact root; without an explicit location MLflow would put them in ./mlruns of whatever
+    directory we run in. A tracking server (http) decides itself: its proxied
+    `--artifacts-destination` (the stack's S3 bucket), never a path of this client's disk.
 
     Args:
         name: the experiment.
@@ -92,7 +94,9 @@ def experiment_id(name: str) -> str:
     from mlflow.exceptions import MlflowException
 
     mlc = client()
-    location = get_settings().artifact_root.as_uri()
+    settings = get_settings()
+    served = settings.tracking_uri.startswith(("http://", "https://"))
+    location = None if served else settings.artifact_root.as_uri()
     for _ in range(2):
         experiment = with_retries(lambda: mlc.get_experiment_by_name(name))
         if experiment is not None:
