@@ -82,8 +82,14 @@ def test_the_champion_artifacts_are_in_the_bucket(trained: dict[str, Any]) -> No
     name = load_params(trained["project"]).gate.registered_model
     champion = client.get_model_version_by_alias(name, "champion")
     keys = stack_s3.list_keys(env["AWS_ENDPOINT_URL"], stack_s3.MLFLOW_PREFIX + "/")
-    mine = [k for k in keys if f"/{champion.run_id}/" in k]
-    assert any(k.endswith(".onnx") for k in mine), mine[:20]
+    # the registered model (MLflow 3: a logged model, source models:/m-...) and the variant run
+    # that exported it: both their ONNX files are objects of the bucket
+    model_id = champion.source.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    assert logged.artifact_location.startswith("mlflow-artifacts:/"), logged.artifact_location
+    for owner in (f"/models/{model_id}/", f"/{champion.tags['variant_run_id']}/"):
+        mine = [k for k in keys if owner in k]
+        assert any(k.endswith(".onnx") for k in mine), (owner, mine[:20])
     # and nothing went to a local artifact directory
     assert not (trained["home"] / "mlartifacts").exists()
 
