@@ -27,12 +27,6 @@ def complete_checkpoint(runs: Path, since: float) -> Path | None:
     return None
 
 
-def last_complete(checkpoints: Path) -> str:
-    """Name of the highest-step checkpoint under `checkpoints` that has its completion marker."""
-    done = [m.parent for m in checkpoints.glob("checkpoint-*/tuneline_complete.json")]
-    return max(done, key=lambda d: int(d.name.split("-")[1])).name
-
-
 def kill_tree(pid: int) -> None:
     root = psutil.Process(pid)
     family = [root, *root.children(recursive=True)]
@@ -46,6 +40,7 @@ def test_a_killed_worker_crashes_the_run_and_the_rerun_resumes(deployed: dict[st
     import httpx
     from mlflow import MlflowClient
 
+    from tasks.finetune.checkpoints import latest_complete
     from tuneline import stack
     from tuneline.config import set_params
 
@@ -65,7 +60,8 @@ def test_a_killed_worker_crashes_the_run_and_the_rerun_resumes(deployed: dict[st
     kill_tree(stack.load(home)["services"]["worker"].pid)  # type: ignore[index]
     # training went on between finding that checkpoint and the kill (a tiny model writes one
     # every second): the rerun must resume from the newest complete one the dead run left
-    last = last_complete(checkpoint.parent)
+    last = latest_complete(checkpoint.parent)
+    assert last is not None
     crashed = wait_final(deployed, run_id, 600)
     assert crashed["state_type"] == "CRASHED", crashed["state"]
 
@@ -79,7 +75,7 @@ def test_a_killed_worker_crashes_the_run_and_the_rerun_resumes(deployed: dict[st
     resumed = client.search_runs(
         [experiment.experiment_id], "tags.step = 'finetune' and tags.resumed_from != ''"
     )
-    assert [r.data.tags["resumed_from"] for r in resumed] == [last], resumed
+    assert [r.data.tags["resumed_from"] for r in resumed] == [last.name], resumed
     assert resumed[0].info.status == "FINISHED"
     logs = httpx.get(f"{deployed['state']['env']['PREFECT_API_URL']}/health", timeout=30)
     assert logs.status_code == 200  # the server outlived its worker
